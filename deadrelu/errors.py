@@ -1,0 +1,17 @@
+"""The one user-facing error type.
+
+Anything the user can fix (a missing file, a wrong flag, data that does not fit the model)
+raises DeadReluError with one sentence that names the file and what is wrong. The CLI turns it
+into a single stderr line and exit code 2; every other exception is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class DeadReluError(Exception):
+    """A problem with the user's input: one line, exit code 2."""
+
+    def __init__(self, message: str, *, path: object | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
