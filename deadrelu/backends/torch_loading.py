@@ -81,7 +81,8 @@ def pickled_globals(path: Path) -> list[str]:
 
 
 def _load_pickled_module(path: Path, trust_pickle: bool) -> torch.nn.Module:
-    classes = [g for g in pickled_globals(path) if not g.startswith("torch.")]
+    classes = [g for g in pickled_globals(path)
+               if not g.startswith(("torch.", "builtins.", "__builtin__."))]
     what = f" (refers to {', '.join(classes[:3])})" if classes else ""
     if not trust_pickle:
         raise DeadReluError(

@@ -1,0 +1,3 @@
+from deadrelu.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""The torch backends: an eager ``nn.Module`` or a ``torch.export`` program, run over batches."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from deadrelu.backends.sites import SiteRegistry, SiteResult
+from deadrelu.backends.torch_eager import capture
+from deadrelu.backends.torch_export import instrument, planned_sites
+from deadrelu.data import InputSpec
+from deadrelu.errors import DeadReluError
+
+OnBatch = Callable[[int], None]
+
+
+def eager_inputs(model: torch.nn.Module) -> list[InputSpec]:
+    """Input names from ``forward``'s required parameters; shapes are unknown."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return [InputSpec("input", None)]
+    names = [p.name for p in params
+             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    return [InputSpec(n, None) for n in names] or [InputSpec("input", None)]
+
+
+def export_inputs(program: Any) -> list[InputSpec]:
+    """Input names, shapes (symbolic dims as None) and dtypes of an ExportedProgram."""
+    user = [s.arg.name for s in program.graph_signature.input_specs
+            if s.kind.name == "USER_INPUT"]
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    specs = []
+    for name in user:
+        val = placeholders[name].meta.get("val") if name in placeholders else None
+        if isinstance(val, torch.Tensor):
+            shape = tuple(d if isinstance(d, int) else None for d in val.shape)
+            dtype = str(val.dtype).replace("torch.", "")
+            specs.append(InputSpec(name, shape, dtype))
+        else:
+            specs.append(InputSpec(name, None))
+    return specs
+
+
+def _module_dtype(model: torch.nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _to_tensor(array: np.ndarray, dtype: torch.dtype | None, device: torch.device
+               ) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+        t = t.to(dtype)
+    return t.to(device, non_blocking=True)
+
+
+def check_shapes(batch: Mapping[str, np.ndarray], inputs: list[InputSpec], source: str) -> None:
+    for spec in inputs:
+        if spec.name not in batch:
+            raise DeadReluError(f"the data has no array for the model input {spec.name!r}",
+                                path=source)
+        if spec.shape is None:
+            continue
+        got = batch[spec.name].shape
+        want = spec.shape
+        fits = len(got) == len(want) and all(
+            w is None or i == 0 or g == w for i, (g, w) in enumerate(zip(got, want, strict=False)))
+        if not fits:
+            shown = "(" + ", ".join("N" if i == 0 else ("?" if w is None else str(w))
+                                    for i, w in enumerate(want)) + ")"
+            raise DeadReluError(
+                f"input {spec.name!r} expects shape {shown} but the data has {tuple(got)}",
+                path=source)
+
+
+def _first_layer(model: torch.nn.Module) -> str:
+    for name, mod in model.named_modules():
+        w = getattr(mod, "weight", None)
+        if isinstance(w, torch.Tensor) and w.ndim >= 2:
+            if isinstance(mod, torch.nn.Linear):
+                return f"; its first layer {name} (Linear) expects (…, {mod.in_features})"
+            if isinstance(mod, torch.nn.modules.conv._ConvNd):
+                return (f"; its first layer {name} ({type(mod).__name__}) expects "
+                        f"{mod.in_channels} channels on axis 1")
+            return ""
+    return ""
+
+
+_SHAPE_WORDS = ("shape", "size", "dimension", "expected", "mat1", "channels", "must match")
+
+
+@contextmanager
+def _fast_path(enabled: bool) -> Any:
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled and previous)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+@dataclass
+class TorchBackend:
+    """An eager module or an exported program, with its inputs, ready to scan."""
+
+    format: str
+    inputs: list[InputSpec]
+    module: torch.nn.Module | None = None  # eager
+    program: Any = None  # torch.export.ExportedProgram
+
+    def static_sites(self) -> list[tuple[str, str]] | None:
+        """(name, kind) of every site without running, where the format allows it."""
+        if self.program is None:
+            return None
+        return [(name, kind) for _, name, kind, _, _ in planned_sites(self.program.module())]
+
+    def run(self, batches: Iterable[Mapping[str, np.ndarray]], registry: SiteRegistry, *,
+            source: str, on_batch: OnBatch | None = None, fast_path: bool = True
+            ) -> list[SiteResult]:
+        device = registry.device
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(_fast_path(fast_path))
+            if self.program is not None:
+                fn: torch.nn.Module = self.program.module().to(device)
+                instrument(fn, registry)  # type: ignore[arg-type]
+                dtypes = [getattr(torch, s.dtype, None) for s in self.inputs]
+            else:
+                assert self.module is not None
+                fn = self.module
+                was_training = fn.training
+                stack.callback(fn.train, was_training)  # restore the caller's mode
+                fn.to(device).eval()
+                stack.enter_context(capture(fn, registry))
+                dtypes = [_module_dtype(fn)] * len(self.inputs)
+            for batch in batches:
+                check_shapes(batch, self.inputs, source)
+                args = [_to_tensor(batch[s.name], dt, device)
+                        for s, dt in zip(self.inputs, dtypes, strict=False)]
+                registry.begin_forward()
+                try:
+                    fn(*args)
+                except DeadReluError:
+                    raise
+                except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    if not any(w in text.lower() for w in _SHAPE_WORDS):
+                        raise
+                    shapes = ", ".join(f"{s.name!r} has shape {tuple(a.shape)}"
+                                       for s, a in zip(self.inputs, args, strict=False))
+                    hint = _first_layer(self.module) if self.module is not None else ""
+                    raise DeadReluError(
+                        f"the data does not fit the model: input {shapes}{hint} ({text})",
+                        path=source) from None
+                if on_batch is not None:
+                    on_batch(int(args[0].shape[0]) if args and args[0].ndim else 1)
+        return registry.results()

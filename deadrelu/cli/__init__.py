@@ -1,0 +1,38 @@
+"""The deadrelu command line: a thin translator from flags to one library call."""
+
+from __future__ import annotations
+
+import typer
+
+from deadrelu import __version__
+from deadrelu.cli.scan import scan_command
+
+app = typer.Typer(
+    name="deadrelu",
+    help="How much of my network is dead? Dead-neuron and saturation statistics per "
+    "activation site of PyTorch models, on your data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"deadrelu {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """deadrelu: per-site dead-neuron statistics for trained networks."""
+
+
+app.command("scan")(scan_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,179 @@
+"""Shared CLI plumbing: option aliases, the user-error guard, output writing, progress."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from deadrelu.errors import DeadReluError
+
+T = TypeVar("T")
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+# ---- options shared by scan / check / patch
+ModelArg = Annotated[Path, typer.Argument(help="Model file: state dict / checkpoint (with "
+                                          "--arch), pickled nn.Module (with --trust-pickle), "
+                                          "torch.export .pt2.", show_default=False)]
+DataOpt = Annotated[str | None, typer.Option(
+    "--data", "-d", help="Data: .npy, .npz, .pt tensors, a folder of images, .csv, or "
+    "module:function returning batches. None: synthetic inputs (with a warning).")]
+ArchOpt = Annotated[str | None, typer.Option(
+    help="Architecture for a state dict: module:factory or path/to/file.py:factory.")]
+ArchKwargsOpt = Annotated[str | None, typer.Option(
+    help="JSON object of keyword arguments for the --arch factory.")]
+TrustPickleOpt = Annotated[bool, typer.Option(
+    help="Allow unpickling a whole pickled nn.Module. Unpickling runs arbitrary code: only "
+    "for files you trust.")]
+InputShapeOpt = Annotated[str | None, typer.Option(
+    help="Input shape(s), batch dim first: 1,3,32,32 or 'x=1,3,32,32;mask=1,16'. Fixes "
+    "dynamic dims and sizes synthetic inputs.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per "
+                                           "forward pass.")]
+SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", min=1, help="Use at most "
+                                                "this many samples (synthetic default: 64).")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]
+EpsOpt = Annotated[float, typer.Option(help="An element is active when |f'(z)| >= eps.")]
+TauOpt = Annotated[float, typer.Option(help="Dormant threshold on the normalised mean "
+                                       "activation (Sokar et al. 2023).")]
+MinActiveOpt = Annotated[float, typer.Option(help="Rarely active: active on fewer than this "
+                                             "fraction of samples.")]
+ChannelAxisOpt = Annotated[int | None, typer.Option(help="Override the neuron (channel) axis "
+                                                    "for every site.")]
+ImageSizeOpt = Annotated[str | None, typer.Option(help="Image folder: resize to S or H,W.")]
+MeanOpt = Annotated[str | None, typer.Option(help="Image folder: per-channel mean, e.g. "
+                                             "0.485,0.456,0.406.")]
+StdOpt = Annotated[str | None, typer.Option(help="Image folder: per-channel std.")]
+DropColumnsOpt = Annotated[str | None, typer.Option(help="CSV: columns to drop (names or "
+                                                    "0-based indices, comma separated).")]
+FastPathOpt = Annotated[bool, typer.Option(help="Keep PyTorch's fused transformer fast path "
+                                           "(its inner activation is then not scanned).")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report "
+                                                "to FILE instead of stdout.")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one line on stderr and give the exit to raise (code 2)."""
+    typer.echo(f"deadrelu: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """DeadReluError -> one stderr line and exit 2; anything else keeps its traceback."""
+    try:
+        yield
+    except DeadReluError as exc:
+        raise fail(str(exc).replace("\n", " ")) from None
+    except KeyboardInterrupt:
+        typer.echo("deadrelu: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def warn(message: str) -> None:
+    typer.secho(f"warning: {message}", err=True, fg="yellow")
+
+
+def parse_floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise DeadReluError(f"{flag} {text!r} must be numbers separated by commas") from None
+
+
+def parse_image_size(text: str | None) -> int | tuple[int, int] | None:
+    values = parse_floats(text, "--image-size")
+    if values is None:
+        return None
+    if len(values) == 1 and values[0] >= 1:
+        return int(values[0])
+    if len(values) == 2 and min(values) >= 1:
+        return int(values[0]), int(values[1])
+    raise DeadReluError(f"--image-size {text!r} must be S or H,W")
+
+
+def write_output(text: str, output: Path | None) -> None:
+    """stdout, or FILE written whole (temp file + rename: never half a report)."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    directory = output.parent if str(output.parent) else Path(".")
+    if not directory.is_dir():
+        raise DeadReluError("cannot write: the directory does not exist", path=output)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=directory)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise DeadReluError(f"cannot write: {exc.strerror}", path=output) from None
+
+
+class DelayedProgress:
+    """A rich progress bar on stderr that appears only once a scan has run for 2 s."""
+
+    def __init__(self, enabled: bool = True, delay: float = 2.0) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+        self.delay = delay
+        self.started = time.monotonic()
+        self.done = 0
+        self.total: int | None = None
+        self._progress: Any = None
+        self._task: Any = None
+
+    def on_start(self, total: int | None) -> None:
+        self.total = total
+        self.started = time.monotonic()
+
+    def on_batch(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self._progress is None and time.monotonic() - self.started >= self.delay:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} samples/s"), TimeRemainingColumn(),
+                console=self.console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("scan", total=self.total, rate="")
+        if self._progress is not None:
+            rate = self.done / max(time.monotonic() - self.started, 1e-9)
+            self._progress.update(self._task, completed=self.done, rate=f"{rate:,.0f}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    with user_errors():
+        return fn()

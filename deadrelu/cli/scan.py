@@ -1,0 +1,129 @@
+"""`deadrelu scan`: per-site dead-neuron statistics of a model on data."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from deadrelu.cli.common import (
+    ArchKwargsOpt,
+    ArchOpt,
+    BatchSizeOpt,
+    ChannelAxisOpt,
+    DataOpt,
+    DelayedProgress,
+    DeviceOpt,
+    DropColumnsOpt,
+    EpsOpt,
+    FastPathOpt,
+    FormatOpt,
+    ImageSizeOpt,
+    InputShapeOpt,
+    MeanOpt,
+    MinActiveOpt,
+    ModelArg,
+    OutputFormat,
+    OutputOpt,
+    SamplesOpt,
+    StdOpt,
+    TauOpt,
+    TrustPickleOpt,
+    parse_floats,
+    parse_image_size,
+    user_errors,
+    warn,
+    write_output,
+)
+from deadrelu.errors import DeadReluError
+
+
+def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str | None,
+             trust_pickle: bool, input_shape: str | None, batch_size: int,
+             samples: int | None, device: str, eps: float, tau: float, min_active: float,
+             channel_axis: int | None, image_size: str | None, mean: str | None,
+             std: str | None, drop_columns: str | None, fast_path: bool):
+    """The library call behind scan/check/patch, with CLI progress and warnings."""
+    from deadrelu.scan import scan
+    from deadrelu.stats import Settings
+
+    progress = DelayedProgress()
+    try:
+        result = scan(
+            str(model), data, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+            input_shape=input_shape, batch_size=batch_size, samples=samples, device=device,
+            settings=Settings(eps=eps, tau=tau, min_active=min_active),
+            channel_axis=channel_axis, image_size=parse_image_size(image_size),
+            mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
+            drop_columns=[c.strip() for c in drop_columns.split(",")] if drop_columns else (),
+            fast_path=fast_path, on_start=progress.on_start, on_batch=progress.on_batch)
+    finally:
+        progress.close()
+    for note in result.notes:
+        warn(note)
+    return result
+
+
+def scan_command(
+    model: ModelArg,
+    data: DataOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    input_shape: InputShapeOpt = None,
+    batch_size: BatchSizeOpt = 32,
+    samples: SamplesOpt = None,
+    device: DeviceOpt = "cpu",
+    output_format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    per_neuron: str | None = typer.Option(
+        None, help="List one site's neurons: dead indices and per-neuron activity."),
+    eps: EpsOpt = 1e-3,
+    tau: TauOpt = 0.025,
+    min_active: MinActiveOpt = 0.01,
+    channel_axis: ChannelAxisOpt = None,
+    image_size: ImageSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    drop_columns: DropColumnsOpt = None,
+    fast_path: FastPathOpt = True,
+) -> None:
+    """Scan MODEL on data and report dead, dormant and saturated neurons per site.
+
+    Example: deadrelu scan model.pt --arch nets.py:Net --data val.npz --format json -o scan.json
+    """
+    from deadrelu.report import render
+
+    with user_errors():
+        result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
+                          batch_size, samples, device, eps, tau, min_active, channel_axis,
+                          image_size, mean, std, drop_columns, fast_path)
+        if per_neuron is not None:
+            site = result.site(per_neuron)
+            if output_format is OutputFormat.json:
+                write_output(render.per_neuron_json(site), output)
+            elif output_format is OutputFormat.markdown:
+                write_output(render.per_neuron_markdown(site), output)
+            else:
+                _write_rich(lambda c: render.render_per_neuron(site, c), output)
+            return
+        if output_format is OutputFormat.json:
+            write_output(render.render_json(result), output)
+        elif output_format is OutputFormat.markdown:
+            write_output(render.render_markdown(result), output)
+        else:
+            _write_rich(lambda c: render.render_table(result, c), output)
+
+
+def _write_rich(draw, output: Path | None) -> None:
+    if output is None:
+        draw(Console())
+        return
+    console = Console(record=True, width=140, file=io.StringIO())
+    draw(console)
+    write_output(console.export_text(), output)
+
+
+__all__ = ["DeadReluError", "run_scan", "scan_command"]

@@ -1,0 +1,130 @@
+"""scan(): load a model, run data through it, return a ScanResult. The library's front door."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from deadrelu.data import DataSource, InputSpec, open_data, parse_input_shapes
+from deadrelu.errors import DeadReluError
+from deadrelu.report.model import DataInfo, ModelInfo, ScanResult
+from deadrelu.stats import Settings
+
+
+def load_backend(model: Any, *, arch: str | None = None, arch_kwargs: str | None = None,
+                 trust_pickle: bool = False) -> tuple[Any, ModelInfo]:
+    """The backend for ``model`` (a path or an ``nn.Module``) and what the report says of it."""
+    import torch
+
+    from deadrelu.backends.torch_backend import TorchBackend, eager_inputs, export_inputs
+
+    if isinstance(model, torch.nn.Module):
+        name = type(model).__name__
+        return TorchBackend("torch-module", eager_inputs(model), module=model), ModelInfo(
+            f"<{name}>", "torch-module")
+    from deadrelu.formats import detect, sha256
+
+    path = Path(model)
+    fmt = detect(path)
+    info = ModelInfo(str(path), fmt, sha256(path))
+    if fmt == "torch-save":
+        from deadrelu.backends.torch_loading import load_torch_save
+
+        module, info.format = load_torch_save(path, arch=arch, arch_kwargs=arch_kwargs,
+                                              trust_pickle=trust_pickle)
+        return TorchBackend(info.format, eager_inputs(module), module=module), info
+    if fmt == "torch-export":
+        from deadrelu.backends.torch_loading import load_export
+
+        program = load_export(path)
+        return TorchBackend(fmt, export_inputs(program), program=program), info
+    what = "TorchScript archives" if fmt == "torchscript" else "ONNX models"
+    raise DeadReluError(f"{what} are not supported yet; scan the PyTorch model (state dict + "
+                        "--arch, pickled module or torch.export .pt2) instead", path=path)
+
+
+def scan(
+    model: Any,
+    data: str | DataSource | None = None,
+    *,
+    arch: str | None = None,
+    arch_kwargs: str | None = None,
+    trust_pickle: bool = False,
+    input_shape: str | None = None,
+    batch_size: int = 32,
+    samples: int | None = None,
+    device: str = "cpu",
+    settings: Settings | None = None,
+    channel_axis: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    drop_columns: Sequence[str] = (),
+    fast_path: bool = True,
+    on_start: Callable[[int | None], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ScanResult:
+    """Scan ``model`` (a file path or an ``nn.Module``) on ``data`` (see :func:`open_data`).
+
+    Every number in the result is a statement about the scanned data.
+    """
+    import torch
+
+    from deadrelu.backends.sites import SiteRegistry
+
+    settings = settings or Settings()
+    _check_settings(settings)
+    backend, model_info = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
+                                       trust_pickle=trust_pickle)
+    inputs: list[InputSpec] = backend.inputs
+    if isinstance(data, DataSource):
+        source = data
+    else:
+        shapes = parse_input_shapes(input_shape, inputs) if input_shape else None
+        source = open_data(data, inputs, batch_size=batch_size, samples=samples,
+                           input_shapes=shapes, image_size=image_size, mean=mean, std=std,
+                           drop_columns=drop_columns)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DeadReluError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, "
+                            "mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeadReluError(f"--device {device}: CUDA is not available on this machine")
+    registry = SiteRegistry(settings, channel_axis, dev)
+    seen = 0
+
+    def count(n: int) -> None:
+        nonlocal seen
+        seen += n
+        if on_batch is not None:
+            on_batch(n)
+
+    if on_start is not None:
+        on_start(source.samples)
+    label = str(data) if isinstance(data, str) else source.description
+    results = backend.run(source.batches(), registry, source=label, on_batch=count,
+                          fast_path=fast_path)
+    if seen == 0:
+        raise DeadReluError("the data set has no samples", path=label)
+    notes = list(registry.notes)
+    if source.synthetic:
+        notes.insert(0, "No --data given: the model ran on synthetic inputs "
+                        f"({source.description}). Dead counts describe that noise, not your "
+                        "data; pass --data for real figures.")
+    if not results:
+        notes.append("The model has no activation sites deadrelu knows (ReLU family, GELU, "
+                     "SiLU, Sigmoid, Tanh, …): nothing to report.")
+    extra: dict[str, Any] = {"channel_axis": channel_axis, "device": str(dev)}
+    return ScanResult.build(model_info, DataInfo(source.description, seen, source.synthetic),
+                            settings, results, notes, extra)
+
+
+def _check_settings(s: Settings) -> None:
+    if not 0 < s.eps < 1:
+        raise DeadReluError(f"--eps must be in (0, 1), got {s.eps}")
+    if not 0 <= s.tau <= 1:
+        raise DeadReluError(f"--tau must be in [0, 1], got {s.tau}")
+    if not 0 <= s.min_active <= 1:
+        raise DeadReluError(f"--min-active must be in [0, 1], got {s.min_active}")
