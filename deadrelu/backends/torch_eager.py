@@ -223,7 +223,7 @@ _WRAPPED = "_deadrelu_original_activation"
 
 def _wrap_transformer_activation(state: _CaptureState, mod: torch.nn.Module, path: str) -> None:
     act = getattr(mod, "activation", None)
-    kind = function_kinds().get(act) if callable(act) else None  # type: ignore[arg-type]
+    kind = function_kinds().get(act) if callable(act) else None
     if kind is None or act is None:
         return
     original = act

@@ -137,8 +137,11 @@ def instrument(gm: torch.fx.GraphModule, registry: SiteRegistry) -> list[str]:
     """Replace every activation node's target in place; returns the site names in order."""
     names = []
     for node, name, kind, call, module in planned_sites(gm):
-        rank3_first = _channels_first(node.args[0]) if node.args else False
-        node.target = _Observed(registry, name, kind, module, call, rank3_first, node.target)
+        first = node.args[0] if node.args else None
+        rank3_first = isinstance(first, torch.fx.Node) and _channels_first(first)
+        op = node.target
+        assert callable(op)  # call_function nodes hold the op itself
+        node.target = _Observed(registry, name, kind, module, call, rank3_first, op)
         names.append(name)
     gm.recompile()
     return names
