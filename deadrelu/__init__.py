@@ -17,7 +17,7 @@ __all__ = ["DeadReluError", "ScanResult", "Settings", "__version__", "scan"]
 def __getattr__(name: str) -> object:
     # scan() and ScanResult pull in torch; keep `import deadrelu` (and --help) fast.
     if name == "scan":
-        from deadrelu.scan import scan
+        from deadrelu.scanner import scan
 
         return scan
     if name == "ScanResult":

@@ -46,7 +46,7 @@ def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str |
              channel_axis: int | None, image_size: str | None, mean: str | None,
              std: str | None, drop_columns: str | None, fast_path: bool):
     """The library call behind scan/check/patch, with CLI progress and warnings."""
-    from deadrelu.scan import scan
+    from deadrelu.scanner import scan
     from deadrelu.stats import Settings
 
     progress = DelayedProgress()
