@@ -44,7 +44,10 @@ class SiteRule:
 
     def __post_init__(self) -> None:
         scalar = {k: v for k, v in self.params.items() if isinstance(v, (int, float, str))}
-        self.intervals = active_set(self.kind, self.eps, **scalar)
+        # PReLU's slope is a per-channel tensor: its base set is z > 0 and the channels whose
+        # slope passes gradient are OR-ed in by observe_input.
+        base = "relu" if self.kind == "prelu" else self.kind
+        self.intervals = active_set(base, self.eps, **scalar)
         self.cap = cap_bounds(self.kind, **scalar)
 
 
@@ -108,10 +111,11 @@ class TorchSiteAccumulator:
             active = active | (prelu_always_active(prelu_weight, self.rule.eps, z) & finite)
         acc = self.acc
         acc["active"] += active.sum(dim=reduce)
-        acc["positive"] += (z > 0).sum(dim=reduce)
+        # +Inf is not evidence of a live neuron: count finite positives only.
+        acc["positive"] += ((z > 0) & finite).sum(dim=reduce)
         acc["finite"] += finite.sum(dim=reduce)
         if self.rule.cap is not None:
-            acc["at_cap"] += (z >= self.rule.cap[1]).sum(dim=reduce)
+            acc["at_cap"] += ((z >= self.rule.cap[1]) & finite).sum(dim=reduce)
         neg_inf = torch.tensor(-torch.inf, dtype=z.dtype, device=z.device)
         pos_inf = torch.tensor(torch.inf, dtype=z.dtype, device=z.device)
         torch.maximum(acc["max_pre"], torch.where(finite, z, neg_inf).amax(dim=reduce),
