@@ -105,7 +105,7 @@ def _one_side(site: Site, status: str) -> SiteDiff:
 
 def diff_results(before: ScanResult, after: ScanResult, before_path: str = "before",
                  after_path: str = "after") -> ScanDiff:
-    """Per-site comparison, in the order of ``after`` with removed sites at their old place."""
+    """Per-site comparison, in the execution order of ``after``; removed sites come last."""
     old = {s.name: s for s in before.sites}
     new_names = {s.name for s in after.sites}
     out: list[SiteDiff] = []

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
+from deadrelu.diff import diff_results
 from deadrelu.errors import DeadReluError
 from deadrelu.report.model import ScanResult, Site
 
@@ -304,19 +305,13 @@ def compare_baseline(result: ScanResult, baseline: ScanResult, path: str,
             f"the baseline is a scan of a different architecture: {matching} of {total} sites "
             f"match by name and size" + (f" ({'; '.join(extra)})" if extra else ""), path=path)
     keep = set(gated) if gated is not None else {s.name for s in result.sites}
-    died: dict[str, list[int]] = {}
-    revived: dict[str, list[int]] = {}
-    before = after = neurons = 0
-    for site in result.sites:
-        if site.name not in keep:
-            continue
-        old = baseline.site(site.name)
-        died[site.name] = [int(i) for i in (site.figures.dead & ~old.figures.dead).nonzero()[0]]
-        revived[site.name] = [int(i) for i in (old.figures.dead & ~site.figures.dead).nonzero()[0]]
-        before += old.dead_count
-        after += site.dead_count
-        neurons += site.info.neurons
-    return BaselineComparison(path, died, revived, before / neurons if neurons else 0.0,
+    sites = [d for d in diff_results(baseline, result).sites if d.name in keep]
+    before = sum(d.dead_before or 0 for d in sites)
+    after = sum(d.dead_after or 0 for d in sites)
+    neurons = sum(d.neurons_after or 0 for d in sites)
+    return BaselineComparison(path, {d.name: d.died for d in sites},
+                              {d.name: d.revived for d in sites},
+                              before / neurons if neurons else 0.0,
                               after / neurons if neurons else 0.0)
 
 

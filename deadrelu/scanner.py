@@ -84,7 +84,7 @@ def scan(
         shapes = parse_input_shapes(input_shape, inputs) if input_shape else None
         source = open_data(data, inputs, batch_size=batch_size, samples=samples,
                            input_shapes=shapes, image_size=image_size, mean=mean, std=std,
-                           drop_columns=drop_columns)
+                           drop_columns=drop_columns, channels=_image_channels(backend))
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -119,6 +119,11 @@ def scan(
     extra: dict[str, Any] = {"channel_axis": channel_axis, "device": str(dev)}
     return ScanResult.build(model_info, DataInfo(source.description, seen, source.synthetic),
                             settings, results, notes, extra)
+
+
+def _image_channels(backend: Any) -> int | None:
+    guess = getattr(backend, "image_channels", None)
+    return guess() if callable(guess) else None
 
 
 def _check_settings(s: Settings) -> None:

@@ -48,6 +48,14 @@ def export_inputs(program: Any) -> list[InputSpec]:
     return specs
 
 
+def image_channels(model: torch.nn.Module) -> int | None:
+    """Channels an image input needs: the first 2-D convolution's in_channels, if any."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            return int(mod.in_channels)
+    return None
+
+
 def _module_dtype(model: torch.nn.Module) -> torch.dtype:
     for p in model.parameters():
         if p.is_floating_point():
@@ -116,6 +124,12 @@ class TorchBackend:
     inputs: list[InputSpec]
     module: torch.nn.Module | None = None  # eager
     program: Any = None  # torch.export.ExportedProgram
+
+    def image_channels(self) -> int | None:
+        if self.module is not None:
+            return image_channels(self.module)
+        shape = self.inputs[0].shape if self.inputs else None
+        return shape[1] if shape is not None and len(shape) == 4 else None
 
     def static_sites(self) -> list[tuple[str, str]] | None:
         """(name, kind) of every site without running, where the format allows it."""

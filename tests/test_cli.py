@@ -1,0 +1,257 @@
+"""The scan command end to end: formats, outputs, and one clean line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from deadrelu.cli import app
+from deadrelu.report.model import json_schema
+from tests.conftest import FIXTURES, GENERATED, ROOT
+
+runner = CliRunner()
+DIGITS = FIXTURES["digits_cnn"]
+DIGITS_PT = str(GENERATED / DIGITS["files"]["state_dict"])
+DIGITS_DATA = str(GENERATED / DIGITS["data"])
+DIGITS_ARCH = DIGITS["arch"]
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("deadrelu: error: ")
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_json_report_validates_and_goes_to_stdout_alone() -> None:
+    r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    jsonschema.validate(report, json_schema())
+    assert report["model"]["format"] == "torch-checkpoint"
+    assert report["data"] == {"source": "digits_test.npz (500 samples)", "samples": 500,
+                              "synthetic": False}
+    assert [s["name"] for s in report["sites"]] == [s["name"] for s in DIGITS["sites"]]
+    assert report["summary"]["dead"] == sum(len(s["dead"]) for s in DIGITS["sites"])
+    assert report["summary"]["fire_rate_bound_95"] == pytest.approx(3 / 500)
+
+
+def test_table_shows_sites_summary_and_confidence() -> None:
+    r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA)
+    assert r.exit_code == 0
+    for site in DIGITS["sites"]:
+        assert site["name"] in r.stdout
+    assert "rule of three" in r.stdout and "worst sites" in r.stdout
+
+
+def test_markdown_and_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "scan.md"
+    r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-f",
+            "markdown", "-o", str(out))
+    assert r.exit_code == 0 and r.stdout == ""
+    text = out.read_text()
+    assert text.startswith("## deadrelu scan") and "| `features.3` | relu |" in text
+
+
+def test_synthetic_data_warns_on_stderr_and_marks_the_report() -> None:
+    path = str(GENERATED / FIXTURES["reuse_relu"]["files"]["pickle"])
+    r = run("scan", path, "--trust-pickle", "--input-shape", "1,3,8,8", "-f", "json")
+    assert r.exit_code == 0
+    assert "synthetic" in r.stderr.lower()
+    report = json.loads(r.stdout)
+    assert report["data"]["synthetic"] is True and report["data"]["samples"] == 64
+    assert "synthetic" in report["notes"][0]
+
+
+def test_per_neuron_lists_dead_indices_of_a_reused_call(tmp_path: Path) -> None:
+    f = FIXTURES["reuse_relu"]
+    r = run("scan", str(GENERATED / f["files"]["export"]), "--data",
+            str(GENERATED / f["data"]), "--per-neuron", "layer1.0.relu#2", "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    view = json.loads(r.stdout)
+    expected = next(s for s in f["sites"] if s["name"] == "layer1.0.relu#2")
+    assert view["dead_indices"] == expected["dead"]
+    statuses = [n["status"] for n in view["per_neuron"]]
+    assert [i for i, s in enumerate(statuses) if s == "dead"] == expected["dead"]
+
+
+def test_image_folder_with_module_arch(tmp_path: Path) -> None:
+    from PIL import Image
+
+    with np.load(DIGITS_DATA) as z:
+        x = z["x"][:20]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray((img[0] * 255).round().astype(np.uint8), "L").save(folder / f"{i}.png")
+    r = run("scan", DIGITS_PT, "--arch", "fixtures.nets:digits_cnn", "--data", str(folder),
+            "--image-size", "8", "--per-neuron", "features.3")
+    assert r.exit_code == 0, r.stderr
+    assert "dead indices" in r.stdout
+
+
+def test_checkpoint_with_wrapped_keys(tmp_path: Path) -> None:
+    state = torch.load(DIGITS_PT, weights_only=True)
+    ckpt = {"epoch": 3, "model_state_dict": {f"module._orig_mod.{k}": v for k, v in
+                                             state.items()}}
+    path = tmp_path / "ckpt.pth"
+    torch.save(ckpt, path)
+    r = run("scan", str(path), "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["summary"]["dead"] == sum(len(s["dead"])
+                                                          for s in DIGITS["sites"])
+
+
+def test_pt_tensor_data_and_csv_data(tmp_path: Path) -> None:
+    f = FIXTURES["leaky_negative_only"]
+    with np.load(GENERATED / f["data"]) as z:
+        x = z["x"]
+    torch.save(torch.from_numpy(x), tmp_path / "x.pt")
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",", header=",".join(
+        f"f{i}" for i in range(x.shape[1])), comments="")
+    model = str(GENERATED / f["files"]["state_dict"])
+    reports = []
+    for data in ("x.pt", "x.csv"):
+        r = run("scan", model, "--arch", f["arch"], "--data", str(tmp_path / data), "-f",
+                "json")
+        assert r.exit_code == 0, r.stderr
+        reports.append(json.loads(r.stdout))
+    for report in reports:
+        got = [s["negative_only_indices"] for s in report["sites"]]
+        assert got == [s["negative_only"] for s in f["sites"]]
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "deadrelu", "scan", DIGITS_PT, "--arch",
+                          DIGITS_ARCH, "--data", DIGITS_DATA, "-f", "json"],
+                         capture_output=True, text=True, cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["summary"]["sites"] == len(DIGITS["sites"])
+
+
+def test_model_without_activations_exits_zero_with_a_note() -> None:
+    f = FIXTURES["no_activations"]
+    r = run("scan", str(GENERATED / f["files"]["state_dict"]), "--arch", f["arch"],
+            "--data", str(GENERATED / f["data"]))
+    assert r.exit_code == 0
+    assert "no activation sites" in r.stderr
+
+
+# ---- bad input: one line on stderr, exit 2, nothing written
+
+
+@pytest.fixture
+def out_file(tmp_path: Path) -> Path:
+    return tmp_path / "report.json"
+
+
+def _scan_to(out: Path, *args: str):
+    return run("scan", *args, "-f", "json", "-o", str(out))
+
+
+def test_missing_file(out_file: Path) -> None:
+    assert_user_error(_scan_to(out_file, "nope.pt"), "nope.pt", "no such file")
+    assert not out_file.exists()
+
+
+def test_empty_file(tmp_path: Path, out_file: Path) -> None:
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert_user_error(_scan_to(out_file, str(empty)), "empty.pt", "empty file")
+    assert not out_file.exists()
+
+
+def test_truncated_checkpoint(tmp_path: Path, out_file: Path) -> None:
+    data = Path(DIGITS_PT).read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    out_file.write_text("previous")
+    assert_user_error(_scan_to(out_file, str(cut), "--arch", DIGITS_ARCH), "cut.pt",
+                      "truncated")
+    assert out_file.read_text() == "previous"  # never overwritten on error
+
+
+def test_not_a_model(tmp_path: Path, out_file: Path) -> None:
+    junk = tmp_path / "notes.pt"
+    junk.write_text("hello, I am a text file\n")
+    assert_user_error(_scan_to(out_file, str(junk)), "notes.pt", "not a model file")
+
+
+def test_state_dict_without_arch(out_file: Path) -> None:
+    assert_user_error(_scan_to(out_file, DIGITS_PT, "--data", DIGITS_DATA),
+                      "digits_cnn.pt", "--arch")
+
+
+def test_arch_that_does_not_import(out_file: Path) -> None:
+    assert_user_error(_scan_to(out_file, DIGITS_PT, "--arch", "no_such_pkg.nets:Net"),
+                      "no_such_pkg.nets:Net", "does not import")
+
+
+def test_arch_whose_keys_do_not_match(out_file: Path) -> None:
+    r = _scan_to(out_file, DIGITS_PT, "--arch", FIXTURES["planted_relu"]["arch"])
+    assert_user_error(r, "digits_cnn.pt", "missing keys", "unexpected keys")
+    assert "features.0.weight" in r.stderr
+
+
+def test_data_that_does_not_fit(tmp_path: Path, out_file: Path) -> None:
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 3, 8, 8), dtype=np.float32))
+    r = _scan_to(out_file, DIGITS_PT, "--arch", DIGITS_ARCH, "--data", str(bad))
+    assert_user_error(r, "bad.npy", "'x'", "(4, 3, 8, 8)", "1 channels")
+
+
+def test_data_that_does_not_fit_an_exported_model(tmp_path: Path, out_file: Path) -> None:
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 3, 8, 8), dtype=np.float32))
+    r = _scan_to(out_file, str(GENERATED / DIGITS["files"]["export"]), "--data", str(bad))
+    assert_user_error(r, "bad.npy", "'x'", "(N, 1, 8, 8)", "(4, 3, 8, 8)")
+
+
+def test_empty_dataset(tmp_path: Path, out_file: Path) -> None:
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 1, 8, 8), dtype=np.float32))
+    assert_user_error(_scan_to(out_file, DIGITS_PT, "--arch", DIGITS_ARCH, "--data",
+                               str(empty)), "empty.npy", "no samples")
+
+
+def test_non_numeric_csv(tmp_path: Path, out_file: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("a,b\n1,2\n3,oops\n")
+    f = FIXTURES["leaky_negative_only"]
+    assert_user_error(_scan_to(out_file, str(GENERATED / f["files"]["state_dict"]), "--arch",
+                               f["arch"], "--data", str(csv)), "bad.csv", "oops")
+
+
+def test_pickle_needs_trust(out_file: Path) -> None:
+    path = str(GENERATED / DIGITS["files"]["pickle"])
+    r = _scan_to(out_file, path, "--data", DIGITS_DATA)
+    assert_user_error(r, "digits_cnn.pickle.pt", "--trust-pickle", "arbitrary code")
+
+
+def test_unknown_per_neuron_site(out_file: Path) -> None:
+    r = _scan_to(out_file, DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA,
+                 "--per-neuron", "nope")
+    assert_user_error(r, "nope", "features.1")
+    assert not out_file.exists()
+
+
+def test_unwritable_output(tmp_path: Path) -> None:
+    r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-o",
+            str(tmp_path / "missing" / "out.json"))
+    assert_user_error(r, "out.json", "directory does not exist")
