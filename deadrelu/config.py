@@ -166,7 +166,7 @@ def parse_config(table: Mapping[str, Any], path: Path) -> Config:
         if spec is None:
             hint = _hint(key, [*KEYS, "site"])
             raise DeadReluError(f"unknown key {key!r}{hint}", path=where)
-        cfg.values[key] = _convert(value, spec.kind, key, where, base)
+        cfg.values[key] = _convert(value, spec.kind, f"key {key!r}", where, base)
     return cfg
 
 
@@ -175,6 +175,7 @@ def _parse_sites(value: Any, where: str) -> list[SiteOverride]:
         raise DeadReluError("'site' must be an array of tables: [[tool.deadrelu.site]]",
                             path=where)
     out = []
+    base = Path(".")  # site tables hold no paths
     for i, table in enumerate(value, 1):
         label = f"site table #{i}"
         match = table.get("match")
@@ -190,7 +191,7 @@ def _parse_sites(value: Any, where: str) -> list[SiteOverride]:
             if kind is None:
                 raise DeadReluError(f"unknown key {key!r} in {label} (match {match!r})"
                                     + _hint(key, ["match", *SITE_KEYS]), path=where)
-            v = _convert(v, kind, f"{key}' in {label} '", where, Path("."))
+            v = _convert(v, kind, f"key {key!r} in {label} (match {match!r})", where, base)
             if key == "ignore":
                 ignore = bool(v)
             else:
@@ -211,9 +212,9 @@ def _resolve(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
-def _convert(value: Any, kind: str, key: str, where: str, base: Path) -> Any:
+def _convert(value: Any, kind: str, label: str, where: str, base: Path) -> Any:
     def bad(expected: str) -> DeadReluError:
-        return DeadReluError(f"key '{key}' must be {expected}, got {value!r}", path=where)
+        return DeadReluError(f"{label} must be {expected}, got {value!r}", path=where)
 
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if kind in ("path", "data", "arch", "str", "format"):

@@ -282,11 +282,11 @@ def _site_case(site: Site, limits: SiteLimits) -> Case:
 
 
 def same_architecture(a: ScanResult, b: ScanResult) -> tuple[int, list[str], list[str]]:
-    """(sites matching by name and neuron count, names only in a, names only in b)."""
-    sizes_b = {s.name: s.info.neurons for s in b.sites}
+    """(sites of a matching b by name, kind and neuron count; names only in a; only in b)."""
+    shape_b = {s.name: (s.info.kind, s.info.neurons) for s in b.sites}
     names_a = {s.name for s in a.sites}
-    matching = sum(1 for s in a.sites if sizes_b.get(s.name) == s.info.neurons)
-    return (matching, [s.name for s in a.sites if s.name not in sizes_b],
+    matching = sum(1 for s in a.sites if shape_b.get(s.name) == (s.info.kind, s.info.neurons))
+    return (matching, [s.name for s in a.sites if s.name not in shape_b],
             [s.name for s in b.sites if s.name not in names_a])
 
 
@@ -303,7 +303,8 @@ def compare_baseline(result: ScanResult, baseline: ScanResult, path: str,
             extra.append(f"only in this scan: {_names(only_here)}")
         raise DeadReluError(
             f"the baseline is a scan of a different architecture: {matching} of {total} sites "
-            f"match by name and size" + (f" ({'; '.join(extra)})" if extra else ""), path=path)
+            "match by name, kind and size" + (f" ({'; '.join(extra)})" if extra else ""),
+            path=path)
     keep = set(gated) if gated is not None else {s.name for s in result.sites}
     sites = [d for d in diff_results(baseline, result).sites if d.name in keep]
     before = sum(d.dead_before or 0 for d in sites)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from deadrelu import __version__
+from deadrelu.cli.check import check_command
+from deadrelu.cli.diff import diff_command
+from deadrelu.cli.merge import merge_command
 from deadrelu.cli.scan import scan_command
 
 app = typer.Typer(
@@ -32,6 +35,9 @@ def _root(
 
 
 app.command("scan")(scan_command)
+app.command("check")(check_command)
+app.command("merge")(merge_command)
+app.command("diff")(diff_command)
 
 
 def main() -> None:

@@ -67,6 +67,26 @@ OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write th
                                                 "to FILE instead of stdout.")]
 
 
+def _load_config(ctx: typer.Context, value: Path | None) -> Path | None:
+    # Eager: runs before every other parameter, so the config's values become the defaults
+    # of this command's flags (a flag on the command line still wins).
+    from deadrelu.config import load_config
+
+    try:
+        cfg = load_config(value)
+    except DeadReluError as exc:
+        raise fail(str(exc).replace("\n", " ")) from None
+    ctx.default_map = cfg.defaults_for(ctx.info_name or "")
+    ctx.meta["deadrelu.config"] = cfg
+    return value
+
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", is_eager=True, callback=_load_config,
+    help="Config file: a pyproject.toml with a tool.deadrelu table, or a deadrelu.toml. "
+    "Default: the nearest one from the current folder up. Flags override its keys.")]
+
+
 def fail(message: str) -> typer.Exit:
     """Print one line on stderr and give the exit to raise (code 2)."""
     typer.echo(f"deadrelu: error: {message}", err=True)
@@ -125,6 +145,20 @@ def write_output(text: str, output: Path | None) -> None:
         os.replace(tmp, output)
     except OSError as exc:
         raise DeadReluError(f"cannot write: {exc.strerror}", path=output) from None
+
+
+def write_rich(draw: Callable[[Any], None], output: Path | None) -> None:
+    """Draw a rich renderable on stdout, or as plain text into FILE (140 columns)."""
+    import io
+
+    from rich.console import Console
+
+    if output is None:
+        draw(Console())
+        return
+    console = Console(record=True, width=140, file=io.StringIO())
+    draw(console)
+    write_output(console.export_text(), output)
 
 
 class DelayedProgress:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from deadrelu.cli.common import (
     ArchKwargsOpt,
     ArchOpt,
     BatchSizeOpt,
     ChannelAxisOpt,
+    ConfigOpt,
     DataOpt,
     DelayedProgress,
     DeviceOpt,
@@ -36,6 +35,7 @@ from deadrelu.cli.common import (
     user_errors,
     warn,
     write_output,
+    write_rich,
 )
 from deadrelu.errors import DeadReluError
 
@@ -89,6 +89,7 @@ def scan_command(
     std: StdOpt = None,
     drop_columns: DropColumnsOpt = None,
     fast_path: FastPathOpt = True,
+    config: ConfigOpt = None,
 ) -> None:
     """Scan MODEL on data and report dead, dormant and saturated neurons per site.
 
@@ -107,23 +108,14 @@ def scan_command(
             elif output_format is OutputFormat.markdown:
                 write_output(render.per_neuron_markdown(site), output)
             else:
-                _write_rich(lambda c: render.render_per_neuron(site, c), output)
+                write_rich(lambda c: render.render_per_neuron(site, c), output)
             return
         if output_format is OutputFormat.json:
             write_output(render.render_json(result), output)
         elif output_format is OutputFormat.markdown:
             write_output(render.render_markdown(result), output)
         else:
-            _write_rich(lambda c: render.render_table(result, c), output)
-
-
-def _write_rich(draw, output: Path | None) -> None:
-    if output is None:
-        draw(Console())
-        return
-    console = Console(record=True, width=140, file=io.StringIO())
-    draw(console)
-    write_output(console.export_text(), output)
+            write_rich(lambda c: render.render_table(result, c), output)
 
 
 __all__ = ["DeadReluError", "run_scan", "scan_command"]

@@ -19,6 +19,8 @@ def verdict(gate: GateResult) -> str:
     checked = sum(1 for c in gate.cases if c.checked)
     if n:
         return f"deadrelu check FAILED: {n} limit{'s' * (n != 1)} exceeded"
+    if not checked:
+        return "deadrelu check passed: no limits were set"
     return f"deadrelu check passed: {checked} item{'s' * (checked != 1)} within limits"
 
 
@@ -49,7 +51,7 @@ def render_check_markdown(gate: GateResult) -> str:
     icon = "❌" if gate.failures else "✅"
     out = [f"## {icon} {verdict(gate)}", ""]
     if gate.failures:
-        out += ["| where | figure | value | limit |", "|---|---|---|---|"]
+        out += ["| where | check | figure | limit |", "|---|---|---|---|"]
         for f in gate.failures:
             where = f"`{f.site}`" if f.site is not None else "model"
             fig, lim = (f"{100 * f.figure:.2f}%", f"{100 * f.limit:.2f}%") if f.is_rate \

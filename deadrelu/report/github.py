@@ -29,7 +29,7 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def annotations(gate: GateResult) -> list[str]:
+def annotation_lines(gate: GateResult) -> list[str]:
     """One ::error per failure, one ::warning per scan note (synthetic data, …)."""
     title = _escape_property(f"deadrelu check {gate.result.model.path}")
     lines = [f"::error title={title}::{_escape_data(f.message())}" for f in gate.failures]
@@ -42,7 +42,7 @@ def emit(gate: GateResult, env: Mapping[str, str] | None = None,
     """Annotations on stderr and the markdown summary appended to $GITHUB_STEP_SUMMARY."""
     env = env if env is not None else os.environ
     out = stream if stream is not None else sys.stderr
-    for line in annotations(gate):
+    for line in annotation_lines(gate):
         out.write(line + "\n")
     out.flush()
     summary = env.get("GITHUB_STEP_SUMMARY")

@@ -1,0 +1,165 @@
+"""`deadrelu check`: scan (or read a scan report) and gate it on limits, for CI."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deadrelu.cli.common import (
+    ArchKwargsOpt,
+    ArchOpt,
+    BatchSizeOpt,
+    ChannelAxisOpt,
+    ConfigOpt,
+    DataOpt,
+    DeviceOpt,
+    DropColumnsOpt,
+    EpsOpt,
+    FastPathOpt,
+    FormatOpt,
+    ImageSizeOpt,
+    InputShapeOpt,
+    MeanOpt,
+    MinActiveOpt,
+    OutputFormat,
+    OutputOpt,
+    SamplesOpt,
+    StdOpt,
+    TauOpt,
+    TrustPickleOpt,
+    user_errors,
+    warn,
+    write_output,
+    write_rich,
+)
+from deadrelu.cli.scan import run_scan
+from deadrelu.errors import DeadReluError
+
+LIMITS = "Limits (a limit given is checked)"
+BASELINE = "Baseline"
+
+
+def check_command(
+    ctx: typer.Context,
+    model: Annotated[Path | None, typer.Argument(
+        help="Model file, as for scan. Optional with --scan or a `model` config key.",
+        show_default=False)] = None,
+    data: DataOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    input_shape: InputShapeOpt = None,
+    batch_size: BatchSizeOpt = 32,
+    samples: SamplesOpt = None,
+    device: DeviceOpt = "cpu",
+    scan_report: Annotated[Path | None, typer.Option(
+        "--scan", help="Gate an existing JSON scan report (scan --format json, or merge) "
+        "instead of running the model.", show_default=False)] = None,
+    max_dead_rate: Annotated[float | None, typer.Option(
+        help="Model: dead neurons / neurons.", rich_help_panel=LIMITS)] = None,
+    max_dead: Annotated[int | None, typer.Option(
+        help="Model: dead neurons.", rich_help_panel=LIMITS)] = None,
+    max_dormant_rate: Annotated[float | None, typer.Option(
+        help="Model: dormant neurons / neurons.", rich_help_panel=LIMITS)] = None,
+    max_saturation: Annotated[float | None, typer.Option(
+        help="Model: inactive elements / elements over all sites (site saturations weighted "
+        "by elements).", rich_help_panel=LIMITS)] = None,
+    max_site_dead_rate: Annotated[float | None, typer.Option(
+        help="Every site: dead rate.", rich_help_panel=LIMITS)] = None,
+    max_site_dead: Annotated[int | None, typer.Option(
+        help="Every site: dead neurons.", rich_help_panel=LIMITS)] = None,
+    max_site_dormant_rate: Annotated[float | None, typer.Option(
+        help="Every site: dormant rate.", rich_help_panel=LIMITS)] = None,
+    max_site_saturation: Annotated[float | None, typer.Option(
+        help="Every site: saturation (fraction of inactive elements).",
+        rich_help_panel=LIMITS)] = None,
+    ignore: Annotated[list[str] | None, typer.Option(
+        "--ignore", help="Leave sites matching this glob out of every check (repeatable).",
+        rich_help_panel=LIMITS, show_default=False)] = None,
+    baseline: Annotated[Path | None, typer.Option(
+        help="An earlier JSON scan of the same architecture to compare with.",
+        rich_help_panel=BASELINE, show_default=False)] = None,
+    max_new_dead: Annotated[int | None, typer.Option(
+        help="Neurons dead now that were alive in the baseline (model total).",
+        rich_help_panel=BASELINE)] = None,
+    max_dead_rate_increase: Annotated[float | None, typer.Option(
+        help="Rise of the model dead rate since the baseline, in rate points (0.01 = 1 "
+        "point).", rich_help_panel=BASELINE)] = None,
+    junit: Annotated[Path | None, typer.Option(
+        help="Also write a JUnit XML file: one testcase per site and model-level limit.",
+        show_default=False)] = None,
+    output_format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    eps: EpsOpt = 1e-3,
+    tau: TauOpt = 0.025,
+    min_active: MinActiveOpt = 0.01,
+    channel_axis: ChannelAxisOpt = None,
+    image_size: ImageSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    drop_columns: DropColumnsOpt = None,
+    fast_path: FastPathOpt = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Scan MODEL and fail (exit 1) when a limit is exceeded: a CI gate on trained models.
+
+    Exit 0: every limit holds; 1: a limit or baseline check failed (each failure listed with
+    site, figure and limit); 2: usage or input error. Under GitHub Actions
+    (GITHUB_ACTIONS=true) it also writes ::error annotations and a step summary.
+
+    Example: deadrelu check model.pt --arch nets.py:Net --data val.npz --max-dead-rate 0.05
+    --max-site-dead-rate 0.5 --baseline main-scan.json --max-new-dead 0 --junit report.xml
+    """
+    from deadrelu.config import Config
+    from deadrelu.gate import Limits, SiteLimits, evaluate
+    from deadrelu.report import gate_render, github
+    from deadrelu.report import junit as junit_xml
+    from deadrelu.report.load import load_report
+
+    started = time.monotonic()
+    with user_errors():
+        cfg: Config = ctx.meta.get("deadrelu.config") or Config(None)
+        limits = Limits(
+            max_dead_rate=max_dead_rate, max_dead=max_dead, max_dormant_rate=max_dormant_rate,
+            max_saturation=max_saturation,
+            site=SiteLimits(max_site_dead_rate, max_site_dead, max_site_dormant_rate,
+                            max_site_saturation),
+            overrides=tuple(cfg.sites), ignore=tuple(ignore or ()),
+            max_new_dead=max_new_dead, max_dead_rate_increase=max_dead_rate_increase)
+        limits.validate()  # before the scan: a bad limit fails in a second, not a minute
+        for target in (output, junit):
+            if target is not None and not target.absolute().parent.is_dir():
+                raise DeadReluError("cannot write: the directory does not exist", path=target)
+        if limits.is_empty():
+            warn("no limits set (--max-dead-rate, --max-site-dead-rate, …, or [tool.deadrelu]"
+                 "): the check passes whatever the scan finds")
+        before = load_report(baseline) if baseline is not None else None
+        if scan_report is not None:
+            if model is not None:
+                warn(f"--scan {scan_report} is checked; MODEL {model} is not scanned")
+            result = load_report(scan_report)
+        elif model is None:
+            raise DeadReluError("no model to check: give MODEL, --scan REPORT.json, or a "
+                                "`model` key in [tool.deadrelu]")
+        else:
+            result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
+                              batch_size, samples, device, eps, tau, min_active, channel_axis,
+                              image_size, mean, std, drop_columns, fast_path)
+        gate = evaluate(result, limits, before, str(baseline))
+        for glob in gate.unmatched_globs:
+            warn(f"the site glob {glob!r} matches no site of this model")
+        if output_format is OutputFormat.json:
+            write_output(gate_render.render_check_json(gate), output)
+        elif output_format is OutputFormat.markdown:
+            write_output(gate_render.render_check_markdown(gate), output)
+        else:
+            write_rich(lambda c: gate_render.render_check_table(gate, c), output)
+        if junit is not None:
+            write_output(junit_xml.render_junit(gate, time.monotonic() - started), junit)
+        if github.in_github_actions():
+            github.emit(gate)
+    if not gate.passed:
+        raise typer.Exit(1)

@@ -1,0 +1,44 @@
+"""`deadrelu diff`: compare two scans site by site (dead before / after, died, revived)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deadrelu.cli.common import (
+    FormatOpt,
+    OutputFormat,
+    OutputOpt,
+    user_errors,
+    write_output,
+    write_rich,
+)
+
+
+def diff_command(
+    before: Annotated[Path, typer.Argument(help="The earlier JSON scan report.",
+                                           show_default=False)],
+    after: Annotated[Path, typer.Argument(help="The later JSON scan report.",
+                                          show_default=False)],
+    output_format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """Per-site change between two scans: dead counts before / after, the neurons that died
+    and the ones that revived. Sites are matched by name.
+
+    Example: deadrelu diff main-scan.json branch-scan.json --format markdown
+    """
+    from deadrelu.diff import diff_results
+    from deadrelu.report import gate_render
+    from deadrelu.report.load import load_report
+
+    with user_errors():
+        d = diff_results(load_report(before), load_report(after), str(before), str(after))
+        if output_format is OutputFormat.json:
+            write_output(gate_render.render_diff_json(d), output)
+        elif output_format is OutputFormat.markdown:
+            write_output(gate_render.render_diff_markdown(d), output)
+        else:
+            write_rich(lambda c: gate_render.render_diff_table(d, c), output)

@@ -1,0 +1,38 @@
+"""`deadrelu merge`: combine partial scans of one model (data shards) into one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deadrelu.cli.common import OutputFormat, OutputOpt, user_errors, write_output, write_rich
+
+
+def merge_command(
+    reports: Annotated[list[Path], typer.Argument(
+        help="JSON scan reports of one model on different data shards.", show_default=False)],
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", help="Output format.")] = OutputFormat.json,
+    output: OutputOpt = None,
+) -> None:
+    """Merge scans of one model on different data into exactly the scan of all the data.
+
+    Refuses scans of different models (sha256), sites or settings. Fan a large scan out
+    (Slurm array, Ray, Spark), then merge.
+
+    Example: deadrelu merge s1.json s2.json s3.json -o all.json
+    """
+    from deadrelu.merge import merge_results
+    from deadrelu.report import render
+    from deadrelu.report.load import load_report
+
+    with user_errors():
+        merged = merge_results([load_report(p) for p in reports], [str(p) for p in reports])
+        if output_format is OutputFormat.json:
+            write_output(render.render_json(merged), output)
+        elif output_format is OutputFormat.markdown:
+            write_output(render.render_markdown(merged), output)
+        else:
+            write_rich(lambda c: render.render_table(merged, c), output)
