@@ -64,7 +64,8 @@ KINDS: tuple[Kind, ...] = (
          (), params=("slope",)),
     Kind("elu", "smooth", ("ELU",),
          ("torch.nn.functional.elu", "torch.nn.functional.elu_"), ("Elu",), params=("alpha",)),
-    Kind("selu", "smooth", ("SELU",), ("torch.nn.functional.selu", "torch.selu"), ("Selu",)),
+    Kind("selu", "smooth", ("SELU",), ("torch.nn.functional.selu", "torch.selu"), ("Selu",),
+         params=("alpha", "gamma")),
     Kind("celu", "smooth", ("CELU",), ("torch.nn.functional.celu", "torch.celu"), ("Celu",),
          params=("alpha",)),
     Kind("gelu", "smooth", ("GELU",), ("torch.nn.functional.gelu",), ("Gelu",),
@@ -216,7 +217,8 @@ def active_set(name: str, eps: float = DEFAULT_EPS, **params: float | str) -> tu
             Interval(0.0, INF),
         )
     if name == "selu":
-        scale, alpha = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
+        scale = float(p.get("gamma", 1.0507009873554804934193349852946))
+        alpha = float(p.get("alpha", 1.6732632423543772848170429916717))
         return (Interval(math.log(eps / (scale * alpha)), INF, lo_closed=True),)
     if name == "celu":
         alpha = float(p.get("alpha", 1.0))
@@ -226,7 +228,13 @@ def active_set(name: str, eps: float = DEFAULT_EPS, **params: float | str) -> tu
         # f'(z) = sigmoid(beta z) >= eps  <=>  z >= logit(eps) / beta
         return (Interval(math.log(eps / (1.0 - eps)) / beta, INF, lo_closed=True),)
     if name == "gelu":
-        grad = _gelu_tanh_grad if p.get("approximate", "none") == "tanh" else _gelu_grad
+        approximate = p.get("approximate", "none")
+        if approximate == "sigmoid":
+            # QuickGelu: z * sigmoid(alpha z) = silu(alpha z) / alpha, f'(z) = silu'(alpha z).
+            alpha = float(p.get("alpha", 1.702))
+            return tuple(Interval(iv.lo / alpha, iv.hi / alpha, iv.lo_closed, iv.hi_closed)
+                         for iv in _smooth_active_set(_silu_grad, eps))
+        grad = _gelu_tanh_grad if approximate == "tanh" else _gelu_grad
         return _smooth_active_set(grad, eps)
     if name == "silu":
         return _smooth_active_set(_silu_grad, eps)
@@ -237,9 +245,15 @@ def active_set(name: str, eps: float = DEFAULT_EPS, **params: float | str) -> tu
         gap = 3.0 * eps
         return (Interval(-3.0, -1.5 - gap, True, True), Interval(-1.5 + gap, INF, True, False))
     if name == "hardsigmoid":
-        if eps > 1.0 / 6.0:
+        # max(0, min(1, alpha z + beta)): slope alpha on the open band where 0 < alpha z + beta < 1.
+        # torch's Hardsigmoid is alpha = 1/6, beta = 1/2; ONNX's default is alpha = 0.2.
+        if "alpha" not in p:
+            return () if eps > 1.0 / 6.0 else (Interval(-3.0, 3.0),)
+        alpha, beta = float(p["alpha"]), float(p.get("beta", 0.5))
+        if abs(alpha) < eps:
             return ()
-        return (Interval(-3.0, 3.0),)
+        ends = sorted(((0.0 - beta) / alpha, (1.0 - beta) / alpha))
+        return (Interval(ends[0], ends[1]),)
     if name == "sigmoid":
         # sigma'(z) = s (1 - s) >= eps  <=>  |z| <= logit(s*) with s* (1 - s*) = eps.
         if eps > 0.25:

@@ -39,9 +39,13 @@ def load_backend(model: Any, *, arch: str | None = None, arch_kwargs: str | None
 
         program = load_export(path)
         return TorchBackend(fmt, export_inputs(program), program=program), info
-    what = "TorchScript archives" if fmt == "torchscript" else "ONNX models"
-    raise DeadReluError(f"{what} are not supported yet; scan the PyTorch model (state dict + "
-                        "--arch, pickled module or torch.export .pt2) instead", path=path)
+    if fmt == "onnx":
+        from deadrelu.backends.onnx_backend import load_onnx_backend
+
+        return load_onnx_backend(path), info
+    from deadrelu.backends.torchscript import load_torchscript_backend
+
+    return load_torchscript_backend(path), info
 
 
 def scan(

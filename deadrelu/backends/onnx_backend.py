@@ -1,0 +1,230 @@
+"""The onnxruntime backend: run an instrumented copy of the graph, merge per-batch statistics.
+
+Only the per-neuron statistics of :mod:`deadrelu.backends.onnx_instrument` cross from
+onnxruntime into Python (plus the model's own outputs, which the graph computes anyway);
+they are merged with the same :class:`~deadrelu.stats.NeuronStats` accumulators as the torch
+path, so shards, formats and processes combine exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deadrelu.backends.onnx_graph import first_line, graph_inputs
+from deadrelu.backends.onnx_instrument import FIELDS, SiteLayout, instrument, layouts
+from deadrelu.backends.onnx_sites import OnnxSite, find_sites
+from deadrelu.backends.sites import SiteInfo, SiteRegistry, SiteResult
+from deadrelu.data import InputSpec
+from deadrelu.errors import DeadReluError
+from deadrelu.stats import NeuronStats
+
+OnBatch = Callable[[int], None]
+
+
+def _input_kind(dtype: str) -> str:
+    if dtype == "bfloat16" or "float" in dtype:
+        return "f"
+    try:
+        return np.dtype(dtype).kind.replace("u", "i")
+    except TypeError:
+        return "?"
+
+
+@dataclass
+class OnnxBackend:
+    """An ONNX model (as a ModelProto whose external weights stay in ``base_dir``)."""
+
+    model: Any
+    path: Path | None
+    format: str = "onnx"
+    module_types: Mapping[str, str] | None = None  # TorchScript exports: module path -> class
+    inputs: list[InputSpec] = field(init=False)
+    sites: list[OnnxSite] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inputs = graph_inputs(self.model)
+        self.sites = find_sites(self.model, self.base_dir, self.module_types)
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self.path.parent if self.path is not None else None
+
+    def image_channels(self) -> int | None:
+        shape = self.inputs[0].shape if self.inputs else None
+        return shape[1] if shape is not None and len(shape) == 4 else None
+
+    def static_sites(self) -> list[tuple[str, str]]:
+        return [(s.name, s.kind) for s in self.sites]
+
+    # ------------------------------------------------------------------ running
+
+    def session(self, model: Any, device: Any) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        # Full optimisation is safe: statistics are outputs computed from each site's z, so
+        # no fusion can remove what they measure (see onnx_instrument).
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.base_dir is not None:
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                          str(self.base_dir))
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise DeadReluError("--device cuda: this onnxruntime has no CUDA execution "
+                                    "provider (install onnxruntime-gpu)", path=self.path)
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise DeadReluError(f"onnxruntime cannot load the model: {first_line(exc)}",
+                                path=self.path) from None
+
+    def feed(self, batch: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+        """The batch as onnxruntime inputs, after checking names, ranks and dtypes."""
+        out: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            if spec.name not in batch:
+                names = ", ".join(sorted(batch)) or "none"
+                raise DeadReluError(f"the data has no array for the model input {spec.name!r} "
+                                    f"(it has: {names})", path=source)
+            array = np.asarray(batch[spec.name])
+            if spec.shape is not None and array.ndim != len(spec.shape):
+                raise DeadReluError(
+                    f"input {spec.name!r} has rank {len(spec.shape)} in the model but the data "
+                    f"has rank {array.ndim} (shape {array.shape})", path=source)
+            if spec.shape is not None:
+                for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
+                    if axis and want is not None and want != got:
+                        raise DeadReluError(
+                            f"input {spec.name!r} expects {want} on axis {axis} but the data "
+                            f"has shape {array.shape}", path=source)
+            want_kind, got_kind = _input_kind(spec.dtype), array.dtype.kind.replace("u", "i")
+            if want_kind != got_kind:
+                raise DeadReluError(f"input {spec.name!r} is {spec.dtype} in the model but the "
+                                    f"data has {array.dtype}", path=source)
+            if spec.dtype != str(array.dtype) and spec.dtype != "bfloat16":
+                array = array.astype(spec.dtype)
+            out[spec.name] = np.ascontiguousarray(array)
+        return out
+
+    def run(self, batches: Iterable[Mapping[str, np.ndarray]], registry: SiteRegistry, *,
+            source: str, on_batch: OnBatch | None = None, fast_path: bool = True
+            ) -> list[SiteResult]:
+        del fast_path  # a torch notion
+        for s in self.sites:
+            if not s.scanned:
+                registry.notes.append(f"site {s.name} is not measured: {s.reason}")
+        it: Iterator[Mapping[str, np.ndarray]] = iter(batches)
+        first = next(it, None)
+        if first is None:
+            return []
+        feed = self.feed(first, source)
+        scanned = [s for s in self.sites if s.scanned]
+        lay = layouts(self.model, scanned, registry.channel_axis)
+        missing = [s for s in scanned if s.name not in lay]
+        if missing:
+            lay.update(layouts(self.model, missing, registry.channel_axis,
+                               self._probe(missing, feed, registry.device)))
+        program = instrument(self.model, scanned, lay, registry.settings.eps)
+        sess = self.session(program.model, registry.device)
+        names = [v for outs in program.outputs.values() for v in outs.values()]
+        names = list(dict.fromkeys(names))
+        stats: dict[str, NeuronStats] = {}
+        first_shape: dict[str, tuple[int, ...]] = {}
+        for batch in itertools.chain([first], it):
+            values = dict(zip(names, self._run(sess, names, self.feed(batch, source), source),
+                              strict=True))
+            for s in scanned:
+                outs = program.outputs.get(s.name)
+                if outs is None:
+                    continue
+                self._fold(s, outs, values, lay[s.name], stats, first_shape)
+            if on_batch is not None:
+                x = next(iter(batch.values()), None)
+                on_batch(int(np.shape(x)[0]) if x is not None and np.ndim(x) else 1)
+        results = []
+        for s in scanned:
+            if s.name not in stats:
+                continue
+            shape = first_shape[s.name]
+            info = SiteInfo(s.name, s.kind, lay[s.name].channel_axis, stats[s.name].neurons,
+                            shape, "node", s.node, dict(s.params))
+            results.append(SiteResult(info, stats[s.name]))
+        return results
+
+    def _run(self, sess: Any, names: list[str], feed: dict[str, np.ndarray], source: str
+             ) -> list[Any]:
+        try:
+            return list(sess.run(names, feed))
+        except Exception as exc:  # onnxruntime has its own exception types
+            raise DeadReluError(f"onnxruntime could not run the model on this data: "
+                                f"{first_line(exc)}", path=source) from None
+
+    def _fold(self, s: OnnxSite, outs: Mapping[str, str], values: Mapping[str, Any],
+              lay: SiteLayout, stats: dict[str, NeuronStats],
+              first_shape: dict[str, tuple[int, ...]]) -> None:
+        shape = tuple(int(d) for d in values[outs["shape"]])
+        neurons = int(np.asarray(values[outs["active"]]).size)
+        acc = stats.get(s.name)
+        if acc is None:
+            acc = stats[s.name] = NeuronStats.zeros(neurons)
+            first_shape[s.name] = shape
+        elif acc.neurons != neurons:
+            raise DeadReluError(f"site {s.name} changed shape between batches ({shape} after "
+                                f"{first_shape[s.name]}); its neurons must stay the same")
+        batch = {f: (values[outs[f]] if f in outs else np.zeros(neurons, dtype=np.int64))
+                 for f in FIELDS}
+        total = int(np.prod(shape)) if shape else 1
+        if lay.rank >= 2 and lay.channel_axis != 0:
+            samples = shape[0]
+        else:
+            samples = 1
+        acc.update(batch, samples, total // max(neurons, 1))
+
+    def _probe(self, sites: list[OnnxSite], feed: dict[str, np.ndarray], device: Any
+               ) -> dict[str, tuple[int, int]]:
+        """Rank and element type of values shape inference left unknown, from one run that
+        returns only Shape(z) and a one-element reduction of z per site."""
+        import onnx
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.model)
+        del copy.graph.output[:]
+        wanted: dict[str, tuple[str, str]] = {}
+        for i, s in enumerate(sites):
+            shape_out, one_out = f"deadrelu/probe/{i}/shape", f"deadrelu/probe/{i}/one"
+            copy.graph.node.append(onnx.helper.make_node("Shape", [s.z], [shape_out]))
+            flat = f"deadrelu/probe/{i}/flat"
+            copy.graph.node.append(onnx.helper.make_node(
+                "Reshape", [s.z, "deadrelu/probe/minus1"], [flat]))
+            copy.graph.node.append(onnx.helper.make_node(
+                "Slice", [flat, "deadrelu/probe/zero", "deadrelu/probe/one"], [one_out]))
+            for name in (shape_out, one_out):
+                copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+            wanted[s.name] = (shape_out, one_out)
+        for name, value in (("minus1", [-1]), ("zero", [0]), ("one", [1])):
+            copy.graph.initializer.append(onnx.numpy_helper.from_array(
+                np.asarray(value, dtype=np.int64), f"deadrelu/probe/{name}"))
+        sess = self.session(copy, device)
+        names = [n for pair in wanted.values() for n in pair]
+        values = dict(zip(names, self._run(sess, names, feed, "probe"), strict=True))
+        out = {}
+        for site, (shape_out, one_out) in wanted.items():
+            rank = int(np.asarray(values[shape_out]).size)
+            elem = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(values[one_out]).dtype)
+            out[site] = (rank, int(elem))
+        return out
+
+
+def load_onnx_backend(path: Path) -> OnnxBackend:
+    from deadrelu.backends.onnx_graph import load_onnx
+
+    return OnnxBackend(load_onnx(path), path)

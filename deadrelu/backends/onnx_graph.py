@@ -1,0 +1,190 @@
+"""Reading an ONNX model: load (external data too), validate, inputs, constants, producers.
+
+The model is loaded *without* its external weights: deadrelu only rewrites the graph, and
+onnxruntime reads the weight files itself from the model's folder, so a model over 2 GB never
+has to fit in one protobuf message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deadrelu.data import InputSpec
+from deadrelu.errors import DeadReluError
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line[:300]
+
+
+def load_onnx(path: Path) -> Any:
+    """The ModelProto of ``path`` (external tensors left on disk), checked by onnx.checker."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise DeadReluError(f"truncated or not an ONNX model ({first_line(exc)})",
+                            path=path) from None
+    if not model.graph.node and not model.graph.output:
+        raise DeadReluError("not an ONNX model: the file holds no graph", path=path)
+    missing = [loc for loc in external_locations(model) if not (path.parent / loc).is_file()]
+    if missing:
+        raise DeadReluError(f"the model keeps weights in {missing[0]!r}, which is not next to it "
+                            f"({path.parent / missing[0]} does not exist)", path=path)
+    try:
+        # The path form checks models over 2 GB and their external data files.
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError,
+            ValueError, RuntimeError) as exc:
+        raise DeadReluError(f"onnx.checker rejects the model: {first_line(exc)}",
+                            path=path) from None
+    return model
+
+
+def external_locations(model: Any) -> list[str]:
+    """Files that the model's external tensors live in."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    out: list[str] = []
+    for tensor in _all_initializers(model.graph):
+        if uses_external_data(tensor):
+            loc = ExternalDataInfo(tensor).location
+            if loc not in out:
+                out.append(loc)
+    return out
+
+
+def _all_initializers(graph: Any) -> Iterator[Any]:
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == attr.TENSOR:
+                yield attr.t
+            for g in _attr_graphs(attr):
+                yield from _all_initializers(g)
+
+
+def _attr_graphs(attr: Any) -> list[Any]:
+    if attr.type == attr.GRAPH:
+        return [attr.g]
+    if attr.type == attr.GRAPHS:
+        return list(attr.graphs)
+    return []
+
+
+def opset(model: Any) -> int:
+    for imp in model.opset_import:
+        if imp.domain in DEFAULT_DOMAINS:
+            return int(imp.version)
+    return 1
+
+
+def np_dtype(elem_type: int) -> str:
+    """numpy-style name of an ONNX tensor element type ("float32", "int64", "bfloat16")."""
+    import onnx
+
+    if elem_type == onnx.TensorProto.BFLOAT16:
+        return "bfloat16"
+    try:
+        return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
+    except (KeyError, TypeError, ValueError):
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def graph_inputs(model: Any) -> list[InputSpec]:
+    """The inputs a caller feeds: graph inputs that no initializer provides."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        tt = value.type.tensor_type
+        shape: tuple[int | None, ...] | None = None
+        if tt.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        specs.append(InputSpec(value.name, shape, np_dtype(tt.elem_type)))
+    return specs
+
+
+@dataclass
+class GraphIndex:
+    """Lookups over one graph (the main graph or a subgraph) and the values visible in it."""
+
+    graph: Any
+    base_dir: Path | None
+    outer: GraphIndex | None = None
+    producer: dict[str, Any] = field(default_factory=dict)
+    consumers: dict[str, list[Any]] = field(default_factory=dict)
+    initializers: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for node in self.graph.node:
+            for out in node.output:
+                if out:
+                    self.producer[out] = node
+            for name in node.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(node)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.outputs = {o.name for o in self.graph.output}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` when it is an initializer or a Constant node's output."""
+        from onnx import numpy_helper
+
+        if not name:
+            return None
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name],
+                                         str(self.base_dir) if self.base_dir else "")
+        node = self.producer.get(name)
+        if node is not None:
+            if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        return numpy_helper.to_array(attr.t)
+                    if attr.name in ("value_float", "value_int"):
+                        return np.asarray(attr.f if attr.name == "value_float" else attr.i)
+                    if attr.name in ("value_floats", "value_ints"):
+                        return np.asarray(list(attr.floats) or list(attr.ints))
+            return None
+        return self.outer.constant(name) if self.outer is not None else None
+
+    def scalar(self, name: str) -> float | None:
+        value = self.constant(name)
+        if value is None or value.size != 1:
+            return None
+        return float(value.reshape(-1)[0])
+
+    def only_consumer(self, name: str) -> Any:  # a NodeProto or None
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and name not in self.outputs else None
+
+
+def attribute(node: Any, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def subgraphs(node: Any) -> list[tuple[str, Any]]:
+    """(attribute name, graph) for each subgraph of a control-flow node."""
+    out = []
+    for attr in node.attribute:
+        for g in _attr_graphs(attr):
+            out.append((attr.name, g))
+    return out

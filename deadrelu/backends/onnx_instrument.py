@@ -1,0 +1,313 @@
+"""Append per-site statistics to a copy of an ONNX graph.
+
+For every site the copy gets reduction nodes over its pre-activation ``z`` (and output
+``h``) that produce that batch's per-neuron accumulators of :mod:`deadrelu.stats` — active /
+positive / finite / at-cap counts, max and min of the finite pre-activations, the sum of
+``|h|`` — plus ``Shape(z)``. Each run so returns O(neurons) numbers per site; no activation
+tensor leaves onnxruntime. The comparisons are the same ones the torch backends make: each
+interval end of :func:`deadrelu.activations.active_set` rounded to ``z``'s dtype, non-finite
+elements never active.
+
+Because the statistics are graph outputs computed from ``z`` itself, no graph optimisation
+can fuse a site away from under them: ``z`` must exist for the outputs to exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deadrelu.activations import Interval, active_set, cap_bounds
+from deadrelu.backends.onnx_graph import DEFAULT_DOMAINS, opset
+from deadrelu.backends.onnx_sites import OnnxSite
+from deadrelu.errors import DeadReluError
+
+# Ops whose rank-3 output is (N, C, L): the channel axis of what follows is 1 (design.md §1).
+_CHANNEL_FIRST_OPS = frozenset({
+    "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "MaxPool",
+    "AveragePool", "LpPool", "GroupNormalization", "QLinearConv", "ConvInteger",
+})
+# Elementwise ops that keep an (N, C, L) tensor channel-first.
+_CHANNEL_KEEPING_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Dropout", "Identity", "Neg", "Abs", "Clip", "Relu", "LeakyRelu",
+    "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish",
+    "Softplus", "Mish", "ThresholdedRelu", "Cast",
+})
+FIELDS = ("active", "active_samples", "positive", "finite", "at_cap", "abs_sum", "max_pre",
+          "min_pre")
+
+
+@dataclass
+class SiteLayout:
+    """What instrumenting one site needs to know about its pre-activation."""
+
+    rank: int
+    channel_axis: int
+    elem_type: int
+
+
+@dataclass
+class Instrumented:
+    model: Any
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # site -> field -> output
+
+
+class _Builder:
+    def __init__(self, graph: Any, version: int, prefix: str) -> None:
+        self.graph = graph
+        self.version = version
+        self.prefix = prefix
+        self.count = 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{self.prefix}{hint}_{self.count}"
+
+    def node(self, op: str, inputs: list[str], hint: str | None = None, **attrs: Any) -> str:
+        import onnx
+
+        out = self.name(hint or op.lower())
+        self.graph.node.append(onnx.helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def const(self, value: np.ndarray, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def ints(self, values: list[int]) -> str:
+        return self.const(np.asarray(values, dtype=np.int64), "axes")
+
+    def reduce(self, op: str, x: str, axes: list[int], keepdims: int = 0) -> str:
+        # Axes moved from attribute to input: ReduceSum at opset 13, the others at 18.
+        as_input = self.version >= (13 if op == "ReduceSum" else 18)
+        if as_input:
+            return self.node(op, [x, self.ints(axes)], keepdims=keepdims)
+        return self.node(op, [x], axes=axes, keepdims=keepdims)
+
+    def cast(self, x: str, to: int) -> str:
+        return self.node("Cast", [x], to=to)
+
+
+def layouts(model: Any, sites: list[OnnxSite], override: int | None,
+            observed: Mapping[str, tuple[int, int]] | None = None) -> dict[str, SiteLayout]:
+    """Rank, channel axis and element type of each scanned site's ``z``.
+
+    ``observed`` (site -> (rank, elem_type)) fills in what shape inference could not.
+    """
+    import onnx
+
+    from deadrelu.measure import channel_axis_for
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # inference is a help, not a requirement
+        inferred = model
+    types: dict[str, Any] = {}
+    for value in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
+        types[value.name] = value.type.tensor_type
+    for t in inferred.graph.initializer:
+        types.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, t.dims)
+                         .tensor_type)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out: dict[str, SiteLayout] = {}
+    for s in sites:
+        if not s.scanned:
+            continue
+        tt = types.get(s.z)
+        rank = len(tt.shape.dim) if tt is not None and tt.HasField("shape") else None
+        elem = tt.elem_type if tt is not None and tt.elem_type else None
+        if observed and s.name in observed:
+            rank, elem = observed[s.name]
+        if rank is None or elem is None:
+            continue
+        try:
+            axis = channel_axis_for(rank, _channels_first(s.z, producers), override)
+        except ValueError as exc:
+            raise DeadReluError(f"site {s.name}: {exc}") from None
+        out[s.name] = SiteLayout(rank, axis, elem)
+    return out
+
+
+def _channels_first(value: str, producers: Mapping[str, Any]) -> bool:
+    current = producers.get(value)
+    for _ in range(64):
+        if current is None or current.domain not in DEFAULT_DOMAINS:
+            return False
+        if current.op_type in _CHANNEL_FIRST_OPS:
+            return True
+        if current.op_type not in _CHANNEL_KEEPING_OPS or not current.input:
+            return False
+        current = producers.get(current.input[0])
+    return False
+
+
+def instrument(model: Any, sites: list[OnnxSite], lay: Mapping[str, SiteLayout], eps: float,
+               *, keep_outputs: bool = True) -> Instrumented:
+    """A copy of ``model`` whose extra outputs are each site's per-batch statistics."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    if not keep_outputs:
+        del graph.output[:]
+    result = Instrumented(copy)
+    version = opset(copy)
+    for i, s in enumerate(sites):
+        if s.name not in lay:
+            continue
+        b = _Builder(graph, version, f"deadrelu/{i}/")
+        outs = _site_stats(b, s, lay[s.name], eps)
+        for value in dict.fromkeys(outs.values()):  # ReLU's "positive" is its "active"
+            graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
+        result.outputs[s.name] = outs
+    return result
+
+
+def _float_dtype(elem_type: int) -> np.dtype[Any]:
+    import onnx
+
+    if elem_type == onnx.TensorProto.DOUBLE:
+        return np.dtype(np.float64)
+    if elem_type == onnx.TensorProto.FLOAT16:
+        return np.dtype(np.float16)
+    if elem_type == onnx.TensorProto.FLOAT:
+        return np.dtype(np.float32)
+    raise DeadReluError(f"activation inputs of type {onnx.TensorProto.DataType.Name(elem_type)} "
+                        "are not supported (float16, float32, float64 are)")
+
+
+def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float) -> dict[str, str]:
+    import onnx
+
+    T = onnx.TensorProto
+    dtype = _float_dtype(lay.elem_type)
+    work = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+    z = s.z
+    if s.bias:  # BiasGelu / FastGelu measure input + bias, the value the GELU sees
+        z = b.node("Add", [z, s.bias], "z")
+    shape = b.node("Shape", [z], "shape")
+    h = s.h
+    if dtype == np.float16:
+        # float16 -> float32 is exact; the bounds are rounded to float16 first (below), so
+        # the comparisons are the ones float16 arithmetic makes.
+        z = b.cast(z, T.FLOAT)
+        h = b.cast(h, T.FLOAT)
+    z3, h3, sum_axes, inner = _to_3d(b, z, h, shape, lay)
+
+    def bound(value: float) -> str:
+        return b.const(np.asarray(np.asarray(value, dtype=dtype), dtype=work), "bound")
+
+    isnan = b.node("IsNaN", [z3])
+    isinf = b.node("IsInf", [z3])
+    finite = b.node("Not", [b.node("Or", [isnan, isinf])], "finite")
+    kind_params = {k: v for k, v in s.params.items() if isinstance(v, (int, float, str))}
+    base = "relu" if s.kind == "prelu" else s.kind
+    intervals = active_set(base, eps, **kind_params)
+    active = _in_intervals(b, z3, intervals, bound)
+    if s.slope is not None:
+        # PReLU channels whose negative slope passes gradient are active everywhere finite.
+        slope = b.cast(s.slope, T.FLOAT) if dtype == np.float16 else s.slope
+        passing = b.node("Not", [b.node("Less", [b.node("Abs", [slope]), bound(eps)])])
+        passing = _slope_to_3d(b, passing, lay)
+        active = b.node("Or", [active, passing])
+    active = b.node("And", [active, finite], "active")
+    out: dict[str, str] = {"shape": shape}
+
+    def count(mask: str) -> tuple[str, str]:
+        """(count over everything, count of samples with any) per neuron, as int64."""
+        per_sample = b.reduce("ReduceSum", b.cast(mask, T.INT32), [inner])
+        total = b.reduce("ReduceSum", b.cast(per_sample, T.INT64), [0])
+        hit = b.node("Greater", [per_sample, b.const(np.asarray(0, dtype=np.int32), "zero")])
+        return total, b.reduce("ReduceSum", b.cast(hit, T.INT64), [0])
+
+    out["active"], out["active_samples"] = count(active)
+    if intervals == (Interval(0.0, np.inf),) and s.slope is None:
+        out["positive"] = out["active"]  # a ReLU's active set is z > 0 itself
+    else:
+        positive = b.node("And", [b.node("Greater", [z3, bound(0.0)]), finite])
+        out["positive"] = b.reduce("ReduceSum", b.cast(positive, T.INT64), sum_axes)
+    out["finite"] = b.reduce("ReduceSum", b.cast(finite, T.INT64), sum_axes)
+    cap = cap_bounds(s.kind, **kind_params)
+    if cap is not None and np.isfinite(cap[1]):
+        at_cap = b.node("And", [b.node("Not", [b.node("Less", [z3, bound(cap[1])])]), finite])
+        out["at_cap"] = b.reduce("ReduceSum", b.cast(at_cap, T.INT64), sum_axes)
+    low = b.node("Where", [finite, z3, b.const(np.asarray(-np.inf, dtype=work), "ninf")])
+    high = b.node("Where", [finite, z3, b.const(np.asarray(np.inf, dtype=work), "pinf")])
+    out["max_pre"] = b.reduce("ReduceMax", low, sum_axes)
+    out["min_pre"] = b.reduce("ReduceMin", high, sum_axes)
+    magnitude = b.node("Where", [finite, b.node("Abs", [h3]),
+                                 b.const(np.asarray(0, dtype=work), "zero")])
+    out["abs_sum"] = b.reduce("ReduceSum", b.cast(magnitude, T.DOUBLE), sum_axes)
+    return out
+
+
+def _to_3d(b: _Builder, z: str, h: str, shape: str, lay: SiteLayout
+           ) -> tuple[str, str, list[int], int]:
+    """z and h as (samples, neurons, rest) or (samples, rest, neurons) without copying.
+
+    Returns the two views, the axes to reduce for per-neuron totals and the "rest" axis.
+    Torch counts samples along axis 0 unless the neurons are on axis 0 (or the tensor has
+    rank < 2); then the whole tensor is one sample: that is the leading 1 here.
+    """
+    rank, axis = lay.rank, lay.channel_axis
+    if rank >= 2 and axis == 1:
+        target = b.ints([0, 0, -1])
+        return (b.node("Reshape", [z, target]), b.node("Reshape", [h, target]), [0, 2], 2)
+    if rank >= 2 and axis == rank - 1:
+        last = b.node("Slice", [shape, b.ints([-1]), b.ints([np.iinfo(np.int64).max])])
+        target = b.node("Concat", [b.ints([0, -1]), last], axis=0)
+        return (b.node("Reshape", [z, target]), b.node("Reshape", [h, target]), [0, 1], 1)
+    if rank >= 2 and axis > 1:
+        perm = [0, axis, *[d for d in range(1, rank) if d != axis]]
+        target = b.ints([0, 0, -1])
+        zt = b.node("Reshape", [b.node("Transpose", [z], perm=perm), target])
+        ht = b.node("Reshape", [b.node("Transpose", [h], perm=perm), target])
+        return zt, ht, [0, 2], 2
+    # Neurons on axis 0 (or rank <= 1): one "sample" of shape (1, neurons, rest).
+    if rank <= 1:
+        target = b.ints([1, -1, 1])
+        return (b.node("Reshape", [z, target]), b.node("Reshape", [h, target]), [0, 2], 2)
+    first = b.node("Slice", [shape, b.ints([0]), b.ints([1])])
+    target2 = b.node("Concat", [b.ints([1]), first, b.ints([-1])], axis=0)
+    return (b.node("Reshape", [z, target2]), b.node("Reshape", [h, target2]), [0, 2], 2)
+
+
+def _slope_to_3d(b: _Builder, mask: str, lay: SiteLayout) -> str:
+    """A PRelu slope mask ((C,), (C,1,1) or scalar) shaped to broadcast on the 3-d view."""
+    if lay.rank >= 2 and lay.channel_axis == lay.rank - 1 and lay.channel_axis != 1:
+        return b.node("Reshape", [mask, b.ints([1, 1, -1])])
+    return b.node("Reshape", [mask, b.ints([1, -1, 1])])
+
+
+def _in_intervals(b: _Builder, z: str, intervals: tuple[Interval, ...],
+                  bound: Callable[[float], str]) -> str:
+    """z inside any of the intervals (NaN compares false, as in torch)."""
+    parts: list[str] = []
+    for iv in intervals:
+        conds: list[str] = []
+        if np.isfinite(iv.lo):
+            lo = bound(iv.lo)
+            conds.append(b.node("Not", [b.node("Less", [z, lo])]) if iv.lo_closed
+                         else b.node("Greater", [z, lo]))
+        if np.isfinite(iv.hi):
+            hi = bound(iv.hi)
+            conds.append(b.node("Not", [b.node("Greater", [z, hi])]) if iv.hi_closed
+                         else b.node("Less", [z, hi]))
+        if not conds:
+            # (-inf, inf): everything finite; the caller ANDs with `finite`.
+            conds.append(b.node("Not", [b.node("IsNaN", [z])]))
+        part = conds[0] if len(conds) == 1 else b.node("And", conds)
+        parts.append(part)
+    if not parts:
+        return b.node("Less", [z, bound(-np.inf)])  # an empty active set: never active
+    out = parts[0]
+    for p in parts[1:]:
+        out = b.node("Or", [out, p])
+    return out
