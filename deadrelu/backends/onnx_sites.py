@@ -223,18 +223,32 @@ class _Matcher:
             if cubic is None:
                 continue
             for a, b in ((cubic.input[0], cubic.input[1]), (cubic.input[1], cubic.input[0])):
-                pow_node = self.prod(b, "Pow")
-                if (_close(self.ix.scalar(a), 0.044715) and pow_node is not None
-                        and pow_node.input[0] == x and _close(self.ix.scalar(pow_node.input[1]),
-                                                              3.0)):
-                    add = self.ix.only_consumer(tanh.output[0])
-                    if add is None or add.op_type != "Add":
-                        return None
-                    tail = self.half_x_product(add, x)
-                    if tail is None:
-                        return None
-                    nodes = [pow_node, cubic, inner, outer, tanh, add, *tail]
-                    return self.site("gelu", {"approximate": "tanh"}, x, nodes)
+                cube = self.cube(b, x) if _close(self.ix.scalar(a), 0.044715) else None
+                if cube is None:
+                    continue
+                add = self.ix.only_consumer(tanh.output[0])
+                if add is None or add.op_type != "Add":
+                    return None
+                tail = self.half_x_product(add, x)
+                if tail is None:
+                    return None
+                nodes = [*cube, cubic, inner, outer, tanh, add, *tail]
+                return self.site("gelu", {"approximate": "tanh"}, x, nodes)
+        return None
+
+    def cube(self, value: str, x: str) -> list[Any] | None:
+        """The nodes computing ``x ** 3`` as Pow(x, 3) or x * (x * x), else None."""
+        pow_node = self.prod(value, "Pow")
+        if pow_node is not None:
+            ok = pow_node.input[0] == x and _close(self.ix.scalar(pow_node.input[1]), 3.0)
+            return [pow_node] if ok else None
+        outer = self.prod(value, "Mul")
+        if outer is None or x not in outer.input:
+            return None
+        other = outer.input[1] if outer.input[0] == x else outer.input[0]
+        square = self.prod(other, "Mul")
+        if square is not None and list(square.input) == [x, x]:
+            return [square, outer]
         return None
 
     # ----------------------------------------------------------------- single ops

@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import itertools
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def to_onnx(module: Any, example: list[Any], names: list[str], path: Path) -> An
 
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_fds():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, tuple(example), buf, dynamo=False, input_names=names,
                               dynamic_axes={n: {0: "batch"} for n in names},
@@ -65,6 +66,30 @@ def to_onnx(module: Any, example: list[Any], names: list[str], path: Path) -> An
             f"({first_line(exc)}); scan its state dict with --arch, a torch.export .pt2 or an "
             "ONNX export instead", path=path) from None
     return onnx.load_from_string(buf.getvalue())
+
+
+@contextmanager
+def _quiet_fds() -> Iterator[None]:
+    """Silence the exporter's C++ output (it prints whole IR graphs when it fails)."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from deadrelu.cli.check import check_command
 from deadrelu.cli.diff import diff_command
 from deadrelu.cli.merge import merge_command
 from deadrelu.cli.scan import scan_command
+from deadrelu.cli.sites import sites_command
 
 app = typer.Typer(
     name="deadrelu",
@@ -38,6 +39,7 @@ app.command("scan")(scan_command)
 app.command("check")(check_command)
 app.command("merge")(merge_command)
 app.command("diff")(diff_command)
+app.command("sites")(sites_command)
 
 
 def main() -> None:
