@@ -299,8 +299,11 @@ def _float_target(spec: InputSpec) -> np.dtype[Any] | None:
     try:
         dtype = np.dtype(spec.dtype)
     except TypeError:
-        return np.dtype(np.float32) if "float" in spec.dtype else None
-    return dtype if dtype.kind == "f" else None
+        dtype = None
+    if dtype is not None and dtype.kind == "f":
+        return dtype
+    # numpy has no bfloat16; once onnx is imported ml_dtypes registers one numpy cannot add.
+    return np.dtype(np.float32) if "float" in spec.dtype else None
 
 
 def _check_dtype(dtype: np.dtype[Any], what: str, path: str) -> None:

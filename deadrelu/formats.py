@@ -37,8 +37,11 @@ def detect(path: Path) -> Format:
         return _zip_format(path)
     if head[:2] in _PICKLE_PROTOCOL_2_TO_5:
         return "torch-save"  # torch.save's legacy (pre-1.6) pickle format
-    if head[:1] == b"\x08" and _looks_like_onnx(path):
-        return "onnx"
+    if head[:1] == b"\x08":
+        return "onnx"  # an ONNX ModelProto starts with field 1 (ir_version); load_onnx checks
+    if path.suffix.lower() == ".onnx":
+        raise DeadReluError("not an ONNX model: the bytes do not start like an ONNX ModelProto "
+                            "(wrong file, or a Git LFS pointer?)", path=path)
     raise DeadReluError(
         "not a model file deadrelu can read: expected a torch.save checkpoint, a torch.export "
         ".pt2 archive, a TorchScript archive or an ONNX model",
@@ -64,13 +67,3 @@ def _zip_format(path: Path) -> Format:
     if any(n.endswith("data.pkl") for n in names):
         return "torch-save"
     raise DeadReluError("a zip archive, but not one PyTorch wrote", path=path)
-
-
-def _looks_like_onnx(path: Path) -> bool:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return False
-    return bool(model.graph.node) or bool(model.graph.input)

@@ -19,12 +19,6 @@ from tests.gate_helpers import cli, expected_dead, model_args, report, revive, s
 TORCH = ["planted_relu", "planted_sigmoid", "reuse_relu", "functional"]
 
 
-def _onnx_file(name: str) -> Path | None:
-    f = FIXTURES[name]["files"].get("onnx")
-    path = GENERATED / (f or f"{name}.onnx")
-    return path if path.is_file() else None
-
-
 def _scan_json(model: list[str], data: Path, out: Path) -> dict[str, Any]:
     res = cli("scan", *model, "--data", data, "--format", "json", "-o", out)
     if res.exit_code != 0:
@@ -60,12 +54,7 @@ def test_merge_of_shards_equals_the_scan_of_all_data_torch(name: str, tmp_path: 
 
 @pytest.mark.parametrize("name", ["planted_relu", "reuse_relu"])
 def test_merge_of_shards_equals_the_scan_of_all_data_onnx(name: str, tmp_path: Path) -> None:
-    onnx = _onnx_file(name)
-    if onnx is None:
-        pytest.skip(f"no ONNX fixture {name}.onnx yet (the ONNX backend lands separately)")
-    probe = cli("scan", onnx, "--data", GENERATED / FIXTURES[name]["data"], "-f", "json")
-    if probe.exit_code == 2:
-        pytest.skip(f"ONNX scanning not available: {probe.stderr.strip()}")
+    onnx = GENERATED / FIXTURES[name]["files"]["onnx"]
     _assert_merge_equals_whole([str(onnx)], name, tmp_path)
 
 

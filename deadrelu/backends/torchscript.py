@@ -9,8 +9,8 @@ tree that gives the sites the same names as the ``.pt`` and ``.pt2`` of the mode
 
 from __future__ import annotations
 
-import io
 import itertools
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +32,9 @@ def load_script_module(path: Path) -> Any:
     import torch
 
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError, OSError) as exc:
         raise DeadReluError(f"cannot load the TorchScript archive: {first_line(exc)}",
                             path=path) from None
@@ -53,19 +55,21 @@ def to_onnx(module: Any, example: list[Any], names: list[str], path: Path) -> An
     import onnx
     import torch
 
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), _quiet_fds():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, tuple(example), buf, dynamo=False, input_names=names,
-                              dynamic_axes={n: {0: "batch"} for n in names},
-                              opset_version=EXPORT_OPSET)
-    except Exception as exc:  # the exporter raises many types; any of them means "cannot"
-        raise DeadReluError(
-            f"cannot convert this TorchScript model to a graph deadrelu can measure "
-            f"({first_line(exc)}); scan its state dict with --arch, a torch.export .pt2 or an "
-            "ONNX export instead", path=path) from None
-    return onnx.load_from_string(buf.getvalue())
+    with tempfile.TemporaryDirectory(prefix="deadrelu-") as scratch:
+        target = Path(scratch) / "model.onnx"
+        try:
+            with warnings.catch_warnings(), _quiet_fds():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, tuple(example), str(target), dynamo=False,
+                                  input_names=names,
+                                  dynamic_axes={n: {0: "batch"} for n in names},
+                                  opset_version=EXPORT_OPSET)
+        except Exception as exc:  # the exporter raises many types; any of them means "cannot"
+            raise DeadReluError(
+                f"cannot convert this TorchScript model to a graph deadrelu can measure "
+                f"({first_line(exc)}); scan its state dict with --arch, a torch.export .pt2 or "
+                "an ONNX export instead", path=path) from None
+        return onnx.load(str(target))
 
 
 @contextmanager
@@ -73,7 +77,6 @@ def _quiet_fds() -> Iterator[None]:
     """Silence the exporter's C++ output (it prints whole IR graphs when it fails)."""
     import os
     import sys
-    import tempfile
 
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,0 +1,214 @@
+"""ONNX and TorchScript: one model, one answer in all five formats; statistics computed inside
+the graph agree with the naive copy-everything reference; only per-neuron numbers leave
+onnxruntime; the hand-written graphs (PaddleOCR HardSwish, contrib GELUs, If, int64 +
+float16 inputs, external data) give the sites and dead units computed independently."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from deadrelu import scan
+from deadrelu.errors import DeadReluError
+from tests.conftest import FIXTURES, GENERATED, MANIFEST, WITH_SITES, scan_fixture
+from tests.onnx_reference import naive_calls
+from tests.reference import reference_sites
+
+ALL_FORMATS = ("state_dict", "pickle", "export", "onnx", "torchscript")
+GRAPHS: dict[str, Any] = MANIFEST["graphs"]
+# Eval-mode RReLU is a LeakyReLU with the mean slope; ONNX has only the latter op.
+ONNX_KIND = {"rrelu": "leaky_relu"}
+# TorchScript's MultiheadAttention carries Python control flow the ONNX exporter rejects.
+TORCHSCRIPT_UNSUPPORTED = {"transformer_mlp"}
+
+
+def _scan(name: str, fmt: str) -> Any:
+    if fmt in ("onnx", "torchscript"):
+        f = FIXTURES[name]
+        return scan(str(GENERATED / f["files"][fmt]), str(GENERATED / f["data"]))
+    return scan_fixture(name, fmt)
+
+
+def _idx(mask: np.ndarray) -> list[int]:
+    return [int(i) for i in np.flatnonzero(mask)]
+
+
+@pytest.mark.parametrize("name", WITH_SITES)
+def test_every_format_gives_the_same_sites_and_dead_units(name: str) -> None:
+    expected = FIXTURES[name]["sites"]
+    for fmt in ALL_FORMATS:
+        if fmt == "torchscript" and name in TORCHSCRIPT_UNSUPPORTED:
+            continue
+        result = _scan(name, fmt)
+        assert [s.name for s in result.sites] == [e["name"] for e in expected], fmt
+        for site, e in zip(result.sites, expected, strict=True):
+            kind = ONNX_KIND.get(e["kind"], e["kind"]) if fmt in ("onnx", "torchscript") \
+                else e["kind"]
+            where = (fmt, site.name)
+            assert site.info.kind == kind, where
+            assert site.info.neurons == e["neurons"], where
+            assert site.info.channel_axis == e["channel_axis"], where
+            assert site.dead_indices() == e["dead"], where
+            assert _idx(site.figures.dead_low) == e["dead_low"], where
+            assert _idx(site.figures.dead_high) == e["dead_high"], where
+            if kind in ("leaky_relu", "prelu", "rrelu"):
+                assert _idx(site.figures.negative_only) == e["negative_only"], where
+
+
+@pytest.mark.parametrize("name", sorted(TORCHSCRIPT_UNSUPPORTED))
+def test_torchscript_the_exporter_cannot_convert_is_refused_clearly(name: str) -> None:
+    with pytest.raises(DeadReluError, match="cannot convert this TorchScript model"):
+        _scan(name, "torchscript")
+
+
+INTEGER_FIELDS = ("active", "active_samples", "positive", "finite", "at_cap")
+
+
+GRAPH_CASES = [(name, fmt) for name in WITH_SITES for fmt in ("onnx", "torchscript")
+               if not (fmt == "torchscript" and name in TORCHSCRIPT_UNSUPPORTED)]
+
+
+@pytest.mark.parametrize(("name", "fmt"), GRAPH_CASES)
+def test_graph_formats_count_exactly_what_torch_export_counts(name: str, fmt: str) -> None:
+    """The same pre-activations give the same counts; onnxruntime's kernels may round the
+    extremes differently from torch's in the last bits."""
+    graph, torch_result = _scan(name, fmt), scan_fixture(name, "export")
+    for a, b in zip(graph.sites, torch_result.sites, strict=True):
+        assert a.stats.samples == b.stats.samples and a.stats.elements == b.stats.elements
+        for field in INTEGER_FIELDS:
+            np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field],
+                                          err_msg=f"{a.name} {field}")
+        for field in ("max_pre", "min_pre", "abs_sum"):
+            np.testing.assert_allclose(a.stats.arrays[field], b.stats.arrays[field],
+                                       rtol=1e-4, atol=1e-5, err_msg=f"{a.name} {field}")
+
+
+def _reference_check(path: Path, data: dict[str, np.ndarray], result: Any,
+                     extremes_rtol: float = 0.0) -> None:
+    calls, sites = naive_calls(path, data)
+    assert [s.name for s in sites] == [s.name for s in result.sites]
+    reference = reference_sites(calls, [s.info.channel_axis for s in result.sites])
+    for site, ref in zip(result.sites, reference, strict=True):
+        a = site.stats.arrays
+        assert site.info.neurons == ref.neurons, site.name
+        assert site.stats.samples == ref.samples, site.name
+        for field in ("active", "active_samples", "positive", "finite"):
+            np.testing.assert_array_equal(a[field], getattr(ref, field),
+                                          err_msg=f"{site.name} {field}")
+        for field in ("max_pre", "min_pre"):
+            np.testing.assert_allclose(a[field], getattr(ref, field), rtol=extremes_rtol,
+                                       atol=0, err_msg=f"{site.name} {field}")
+        np.testing.assert_allclose(a["abs_sum"], ref.abs_sum, rtol=max(1e-6, extremes_rtol),
+                                   atol=1e-6)
+
+
+@pytest.mark.parametrize("name", WITH_SITES)
+def test_in_graph_statistics_match_the_mark_every_output_reference(name: str) -> None:
+    f = FIXTURES[name]
+    with np.load(GENERATED / f["data"]) as z:
+        data = {f["input"]: z[f["input"]]}
+    _reference_check(GENERATED / f["files"]["onnx"], data, _scan(name, "onnx"))
+
+
+@pytest.mark.parametrize("name", ["paddle_hardswish", "ms_gelus", "multi_input"])
+def test_hand_written_graphs_match_the_reference(name: str) -> None:
+    g = GRAPHS[name]
+    with np.load(GENERATED / g["data"]) as z:
+        data = {k: z[k] for k in z.files}
+    result = scan(str(GENERATED / g["file"]), str(GENERATED / g["data"]))
+    # onnxruntime's CPU runs float16 ops in float32 and drops the Cast pairs between them, so
+    # inside the graph a float16 value may not be rounded to float16 where the naive graph
+    # output is: extremes agree to float16 resolution, counts exactly.
+    _reference_check(GENERATED / g["file"], data, result,
+                     extremes_rtol=1e-3 if name == "multi_input" else 0.0)
+
+
+def test_only_per_neuron_statistics_leave_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    seen: list[tuple[list[str], list[int]]] = []
+    real_run = ort.InferenceSession.run
+
+    def spy(self: Any, names: Any, feed: Any, *args: Any) -> Any:
+        out = real_run(self, names, feed, *args)
+        seen.append((list(names or []), [np.asarray(o).size for o in out]))
+        return out
+
+    monkeypatch.setattr(ort.InferenceSession, "run", spy)
+    f = FIXTURES["reuse_relu"]
+    result = scan(str(GENERATED / f["files"]["onnx"]), str(GENERATED / f["data"]))
+    model = onnx.load(str(GENERATED / f["files"]["onnx"]))
+    own_outputs = {o.name for o in model.graph.output}
+    site_values = {v.name for v in model.graph.value_info} | {
+        o for n in model.graph.node for o in n.output}
+    widest = max(s.info.neurons for s in result.sites)
+    assert len(seen) == 2  # one run per batch of 32 over the 64 samples
+    for names, sizes in seen:
+        assert names, "the session must be asked for the statistics only"
+        assert not set(names) & (own_outputs | site_values), "model values were fetched"
+        assert len(names) == 7 * len(result.sites)  # 7 statistics + Shape(z) per ReLU site
+        assert max(sizes) <= widest
+
+
+def test_hardswish_written_out_is_one_site_and_relu6_clip_another() -> None:
+    g = GRAPHS["paddle_hardswish"]
+    result = scan(str(GENERATED / g["file"]), str(GENERATED / g["data"]))
+    assert [(s.name, s.info.kind, s.info.neurons) for s in result.sites] == [
+        (e["name"], e["kind"], e["neurons"]) for e in g["sites"]]
+    assert [s.dead_indices() for s in result.sites] == [e["dead"] for e in g["sites"]]
+    assert result.sites[0].dead_indices() == [2, 9]  # the planted channels
+
+
+def test_external_data_model_gives_the_same_statistics(tmp_path: Path) -> None:
+    g, inline = GRAPHS["external_data"], GRAPHS["paddle_hardswish"]
+    data = str(GENERATED / g["data"])
+    outside = scan(str(GENERATED / g["file"]), data)
+    assert [s.stats for s in outside.sites] == [
+        s.stats for s in scan(str(GENERATED / inline["file"]), data).sites]
+    lonely = tmp_path / "external_data.onnx"
+    shutil.copy(GENERATED / g["file"], lonely)  # without its weights file
+    with pytest.raises(DeadReluError, match=r"external_data\.onnx\.data"):
+        scan(str(lonely), data)
+
+
+def test_contrib_gelus_are_sites_and_run() -> None:
+    g = GRAPHS["ms_gelus"]
+    result = scan(str(GENERATED / g["file"]), str(GENERATED / g["data"]))
+    assert [(s.name, s.info.kind) for s in result.sites] == [
+        (e["name"], e["kind"]) for e in g["sites"]]
+    assert result.sites[0].dead_indices() == [1, 6]
+    assert 3 in result.sites[1].dead_indices()  # BiasGelu's bias planted at -100
+
+
+def test_int64_and_float16_inputs() -> None:
+    g = GRAPHS["multi_input"]
+    result = scan(str(GENERATED / g["file"]), str(GENERATED / g["data"]))
+    assert [s.dead_indices() for s in result.sites] == [e["dead"] for e in g["sites"]]
+    assert result.sites[0].dead_indices() == [2]
+    assert result.sites[0].info.channel_axis == 2
+
+
+def test_if_subgraph_sites_are_listed_with_the_reason_they_are_not_measured() -> None:
+    from deadrelu.sites import list_sites
+
+    g = GRAPHS["if_subgraph"]
+    listed = list_sites(str(GENERATED / g["file"]))
+    assert sorted((s.name, s.kind, s.measured) for s in listed) == sorted(
+        (e["name"], e["kind"], e["scanned"]) for e in g["sites"])
+    assert all("If node 'sr_switch'" in s.reason for s in listed if not s.measured)
+    result = scan(str(GENERATED / g["file"]), str(GENERATED / g["data"]))
+    assert [s.name for s in result.sites] == ["main/Relu"]
+    assert result.sites[0].dead_indices() == g["sites"][0]["dead"]
+    assert sum("not measured" in n for n in result.notes) == 2
+
+
+def test_module_paths_are_recovered_from_torch_onnx_export() -> None:
+    result = _scan("reuse_relu", "onnx")
+    assert [s.name for s in result.sites] == ["stem.2", "layer1.0.relu", "layer1.0.relu#2",
+                                              "layer1.0.relu#3"]
+    assert all(s.info.module.startswith("node_") for s in result.sites)  # the ONNX node names
