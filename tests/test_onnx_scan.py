@@ -193,18 +193,64 @@ def test_int64_and_float16_inputs() -> None:
     assert result.sites[0].info.channel_axis == 2
 
 
-def test_if_subgraph_sites_are_listed_with_the_reason_they_are_not_measured() -> None:
+def test_sites_inside_if_branches_are_measured_and_a_branch_never_taken_is_said() -> None:
     from deadrelu.sites import list_sites
 
     g = GRAPHS["if_subgraph"]
     listed = list_sites(str(GENERATED / g["file"]))
-    assert sorted((s.name, s.kind, s.measured) for s in listed) == sorted(
-        (e["name"], e["kind"], e["scanned"]) for e in g["sites"])
-    assert all("If node 'sr_switch'" in s.reason for s in listed if not s.measured)
+    assert sorted((s.name, s.kind) for s in listed) == sorted(
+        (e["name"], e["kind"]) for e in g["sites"])
+    assert all(s.measured for s in listed)
     result = scan(str(GENERATED / g["file"]), str(GENERATED / g["data"]))
-    assert [s.name for s in result.sites] == ["main/Relu"]
-    assert result.sites[0].dead_indices() == g["sites"][0]["dead"]
-    assert sum("not measured" in n for n in result.notes) == 2
+    ran = [e for e in g["sites"] if e["runs"]]
+    assert [s.name for s in result.sites] == [e["name"] for e in ran]
+    assert [s.dead_indices() for s in result.sites] == [e["dead"] for e in ran]
+    assert all(s.stats.samples == 64 for s in result.sites)
+    assert [n for n in result.notes if "never ran" in n] == [
+        "site sr_switch.else_branch/else/Tanh never ran on this data (its If branch was "
+        "never taken)"]
+
+
+def test_if_branches_taken_by_different_batches_count_only_their_batches(tmp_path: Path
+                                                                         ) -> None:
+    from onnx import TensorProto, helper
+
+    def branch(name: str) -> Any:
+        return helper.make_graph(
+            [helper.make_node("Add", ["x", f"{name}_shift"], [f"{name}_z"], name=f"{name}/Add"),
+             helper.make_node("Relu", [f"{name}_z"], [f"{name}_y"], name=f"{name}/Relu")],
+            name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["N", 3])])
+
+    shifts = {"then": np.asarray([1.0, -50.0, 0.0], np.float32),
+              "else": np.asarray([-50.0, 1.0, 0.0], np.float32)}
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+         helper.make_node("Greater", ["top", "zero"], ["cond"]),
+         helper.make_node("If", ["cond"], ["y"], name="switch",
+                          then_branch=branch("then"), else_branch=branch("else"))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [onnx.numpy_helper.from_array(np.float32(0.0), "zero"),
+         *(onnx.numpy_helper.from_array(v, f"{k}_shift") for k, v in shifts.items())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "branches.onnx"
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    low = -np.abs(rng.standard_normal((4, 3))).astype(np.float32) - 0.1  # else-branch
+    high = np.abs(rng.standard_normal((6, 3))).astype(np.float32) + 0.1  # then-branch
+    data = tmp_path / "x.npy"
+    np.save(data, np.concatenate([low, high]))
+    result = scan(str(path), str(data), batch_size=4)  # batches: 4 low, 4 high, 2 high
+    by_name = {s.name: s for s in result.sites}
+    then, other = by_name["switch.then_branch/then/Relu"], by_name["switch.else_branch/else/Relu"]
+    assert then.stats.samples == 6 and other.stats.samples == 4
+    np.testing.assert_array_equal(then.stats.arrays["active"],
+                                  ((high + shifts["then"]) > 0).sum(axis=0))
+    np.testing.assert_array_equal(other.stats.arrays["active"],
+                                  ((low + shifts["else"]) > 0).sum(axis=0))
+    np.testing.assert_array_equal(then.stats.arrays["max_pre"],
+                                  (high + shifts["then"]).max(axis=0))
 
 
 def test_module_paths_are_recovered_from_torch_onnx_export() -> None:

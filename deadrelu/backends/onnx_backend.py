@@ -129,7 +129,7 @@ class OnnxBackend:
         feed = self.feed(first, source)
         scanned = [s for s in self.sites if s.scanned]
         lay = layouts(self.model, scanned, registry.channel_axis)
-        missing = [s for s in scanned if s.name not in lay]
+        missing = [s for s in scanned if s.name not in lay and not s.graph]
         if missing:
             lay.update(layouts(self.model, missing, registry.channel_axis,
                                self._probe(missing, feed, registry.device)))
@@ -153,6 +153,12 @@ class OnnxBackend:
         results = []
         for s in scanned:
             if s.name not in stats:
+                if s.name in lay:
+                    registry.notes.append(f"site {s.name} never ran on this data (its "
+                                          "If branch was never taken)")
+                else:
+                    registry.notes.append(f"site {s.name} is not measured: the rank of its "
+                                          "input is unknown")
                 continue
             shape = first_shape[s.name]
             info = SiteInfo(s.name, s.kind, lay[s.name].channel_axis, stats[s.name].neurons,
@@ -172,6 +178,8 @@ class OnnxBackend:
               lay: SiteLayout, stats: dict[str, NeuronStats],
               first_shape: dict[str, tuple[int, ...]]) -> None:
         shape = tuple(int(d) for d in values[outs["shape"]])
+        if not shape and np.asarray(values[outs["active"]]).size == 0:
+            return  # an If branch this batch did not take
         neurons = int(np.asarray(values[outs["active"]]).size)
         acc = stats.get(s.name)
         if acc is None:

@@ -109,12 +109,15 @@ def layouts(model: Any, sites: list[OnnxSite], override: int | None,
     except Exception:  # inference is a help, not a requirement
         inferred = model
     types: dict[str, Any] = {}
-    for value in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
-        types[value.name] = value.type.tensor_type
-    for t in inferred.graph.initializer:
-        types.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, t.dims)
-                         .tensor_type)
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers: dict[str, Any] = {}
+    for graph in _graphs(inferred.graph):
+        for value in (*graph.value_info, *graph.input, *graph.output):
+            types[value.name] = value.type.tensor_type
+        for t in graph.initializer:
+            types.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, t.dims)
+                             .tensor_type)
+    for graph in _graphs(model.graph):
+        producers.update({o: n for n in graph.node for o in n.output})
     out: dict[str, SiteLayout] = {}
     for s in sites:
         if not s.scanned:
@@ -134,6 +137,17 @@ def layouts(model: Any, sites: list[OnnxSite], override: int | None,
     return out
 
 
+def _graphs(graph: Any) -> list[Any]:
+    """The graph and every subgraph inside it."""
+    from deadrelu.backends.onnx_graph import subgraphs
+
+    out = [graph]
+    for node in graph.node:
+        for _, g in subgraphs(node):
+            out += _graphs(g)
+    return out
+
+
 def _channels_first(value: str, producers: Mapping[str, Any]) -> bool:
     current = producers.get(value)
     for _ in range(64):
@@ -147,27 +161,82 @@ def _channels_first(value: str, producers: Mapping[str, Any]) -> bool:
     return False
 
 
-def instrument(model: Any, sites: list[OnnxSite], lay: Mapping[str, SiteLayout], eps: float,
-               *, keep_outputs: bool = True) -> Instrumented:
-    """A copy of ``model`` whose extra outputs are each site's per-batch statistics."""
+def instrument(model: Any, sites: list[OnnxSite], lay: Mapping[str, SiteLayout], eps: float
+               ) -> Instrumented:
+    """A copy of ``model`` whose extra outputs are each site's per-batch statistics.
+
+    Sites inside ``If`` branches get their statistics computed in the branch; the If node
+    passes them out, and the branch not taken returns empty tensors in their place (so a
+    batch that did not run a branch adds nothing to its sites).
+    """
     import onnx
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    graph = copy.graph
-    if not keep_outputs:
-        del graph.output[:]
     result = Instrumented(copy)
-    version = opset(copy)
+    by_graph: dict[str, list[tuple[int, OnnxSite]]] = {}
     for i, s in enumerate(sites):
-        if s.name not in lay:
-            continue
-        b = _Builder(graph, version, f"deadrelu/{i}/")
-        outs = _site_stats(b, s, lay[s.name], eps)
-        for value in dict.fromkeys(outs.values()):  # ReLU's "positive" is its "active"
-            graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
-        result.outputs[s.name] = outs
+        if s.name in lay:
+            by_graph.setdefault(s.graph, []).append((i, s))
+    exported = _instrument_graph(copy.graph, "", by_graph, lay, eps, opset(copy), result)
+    for value, elem in exported:
+        copy.graph.output.append(onnx.helper.make_tensor_value_info(value, elem, None))
     return result
+
+
+def _instrument_graph(graph: Any, prefix: str, by_graph: Mapping[str, list[tuple[int, OnnxSite]]],
+                      lay: Mapping[str, SiteLayout], eps: float, version: int,
+                      result: Instrumented) -> list[tuple[str, int]]:
+    """Add the statistics of the sites in ``graph`` (and its If branches); returns the values
+    (name, element type) the graph must pass out."""
+    import onnx
+
+    from deadrelu.backends.onnx_graph import subgraphs
+    from deadrelu.backends.onnx_sites import node_label
+
+    exported: list[tuple[str, int]] = []
+    for i, s in by_graph.get(prefix, []):
+        b = _Builder(graph, version, f"deadrelu/{i}/")
+        outs, types = _site_stats(b, s, lay[s.name], eps)
+        result.outputs[s.name] = outs
+        exported += _unique(outs, types)  # ReLU's "positive" is its "active": one output
+    for node in list(graph.node):
+        if node.op_type != "If" or node.domain not in DEFAULT_DOMAINS:
+            continue
+        branches = dict(subgraphs(node))
+        label = node_label(node)
+        inner = {name: _instrument_graph(g, f"{prefix}{label}.{name}/", by_graph, lay, eps,
+                                         version, result) for name, g in branches.items()}
+        passed = [v for outs in inner.values() for v in outs]
+        if not passed:
+            continue
+        for name, g in branches.items():
+            mine = {v for v, _ in inner[name]}
+            for value, elem in passed:
+                if value not in mine:  # the other branch's statistics: empty here
+                    empty = f"{value}/empty/{name}"
+                    g.node.append(onnx.helper.make_node(
+                        "Constant", [], [empty], name=empty,
+                        value=onnx.helper.make_tensor(empty, elem, [0], [])))
+                    value = empty
+                g.output.append(onnx.helper.make_tensor_value_info(value, elem, None))
+        renamed = {}
+        for value, elem in passed:
+            outer = f"{value}@{label}"
+            node.output.append(outer)
+            renamed[value] = outer
+            exported.append((outer, elem))
+        for outs in result.outputs.values():
+            for f, v in outs.items():
+                outs[f] = renamed.get(v, v)
+    return exported
+
+
+def _unique(outs: Mapping[str, str], types: Mapping[str, int]) -> list[tuple[str, int]]:
+    seen: dict[str, int] = {}
+    for f, v in outs.items():
+        seen.setdefault(v, types[f])
+    return list(seen.items())
 
 
 def _float_dtype(elem_type: int) -> np.dtype[Any]:
@@ -183,7 +252,8 @@ def _float_dtype(elem_type: int) -> np.dtype[Any]:
                         "are not supported (float16, float32, float64 are)")
 
 
-def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float) -> dict[str, str]:
+def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float
+                ) -> tuple[dict[str, str], dict[str, int]]:
     import onnx
 
     T = onnx.TensorProto
@@ -245,7 +315,10 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float) -> dict[s
     magnitude = b.node("Where", [finite, b.node("Abs", [h3]),
                                  b.const(np.asarray(0, dtype=work), "zero")])
     out["abs_sum"] = b.reduce("ReduceSum", b.cast(magnitude, T.DOUBLE), sum_axes)
-    return out
+    extreme = T.DOUBLE if work == np.float64 else T.FLOAT
+    types = {f: (extreme if f in ("max_pre", "min_pre") else T.DOUBLE if f == "abs_sum"
+                 else T.INT64) for f in out}
+    return out, types
 
 
 def _to_3d(b: _Builder, z: str, h: str, shape: str, lay: SiteLayout

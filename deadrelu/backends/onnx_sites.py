@@ -68,7 +68,7 @@ def _close(value: float | None, target: float, rel: float = 1e-3) -> bool:
     return value is not None and abs(value - target) <= rel * abs(target)
 
 
-def _node_label(node: Any) -> str:
+def node_label(node: Any) -> str:
     return node.name or (node.output[0] if node.output else node.op_type)
 
 
@@ -92,8 +92,8 @@ class _Matcher:
         last = nodes[-1]
         for n in nodes:
             self.claimed.add(id(n))
-        return OnnxSite(kind, params, z, last.output[0], [_node_label(n) for n in nodes],
-                        _node_label(last), min(self.order[id(n)] for n in nodes), **kw)
+        return OnnxSite(kind, params, z, last.output[0], [node_label(n) for n in nodes],
+                        node_label(last), min(self.order[id(n)] for n in nodes), **kw)
 
     # ----------------------------------------------------------------- written-out forms
 
@@ -380,13 +380,15 @@ def _graph_sites(index: GraphIndex, version: int, where: str) -> list[OnnxSite]:
     for i, node in enumerate(index.graph.node):
         for attr_name, g in subgraphs(node):
             inner = _graph_sites(GraphIndex(g, index.base_dir, index), version,
-                                 f"{where}{_node_label(node)}.{attr_name}/")
+                                 f"{where}{node_label(node)}.{attr_name}/")
             for s in inner:
                 s.order = i
-                if s.scanned:
+                if s.scanned and node.op_type != "If":
+                    # A Loop / Scan body runs many times per batch; measuring it needs
+                    # loop-carried accumulators, which deadrelu does not add (yet).
                     s.scanned = False
-                    s.reason = (f"inside the {node.op_type} node {_node_label(node)!r} "
-                                f"({attr_name}): activations in control-flow subgraphs are "
+                    s.reason = (f"inside the {node.op_type} node {node_label(node)!r} "
+                                f"({attr_name}): activations in Loop / Scan bodies are "
                                 "listed but not measured")
             nested.setdefault(i, []).extend(inner)
     for s in sites:
@@ -437,7 +439,7 @@ def _name_sites(sites: list[OnnxSite], model: Any,
 
     def collect(graph: Any) -> None:
         for node in graph.node:
-            by_label[_node_label(node)] = node
+            by_label[node_label(node)] = node
             for _, g in subgraphs(node):
                 collect(g)
 
