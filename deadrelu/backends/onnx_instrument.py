@@ -316,7 +316,7 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float
                                  b.const(np.asarray(0, dtype=work), "zero")])
     out["abs_sum"] = b.reduce("ReduceSum", b.cast(magnitude, T.DOUBLE), sum_axes)
     extreme = T.DOUBLE if work == np.float64 else T.FLOAT
-    types = {f: (extreme if f in ("max_pre", "min_pre") else T.DOUBLE if f == "abs_sum"
+    types = {f: int(extreme if f in ("max_pre", "min_pre") else T.DOUBLE if f == "abs_sum"
                  else T.INT64) for f in out}
     return out, types
 
