@@ -8,6 +8,7 @@ from deadrelu import __version__
 from deadrelu.cli.check import check_command
 from deadrelu.cli.diff import diff_command
 from deadrelu.cli.merge import merge_command
+from deadrelu.cli.patch import patch_command
 from deadrelu.cli.scan import scan_command
 from deadrelu.cli.sites import sites_command
 
@@ -37,6 +38,7 @@ def _root(
 
 app.command("scan")(scan_command)
 app.command("check")(check_command)
+app.command("patch")(patch_command)
 app.command("merge")(merge_command)
 app.command("diff")(diff_command)
 app.command("sites")(sites_command)

@@ -67,6 +67,7 @@ def rewrite_onnx(model: Any, plan: Plan) -> dict[str, str]:
     graph = model.graph
     by_label = {(n.name or n.output[0]): n for n in graph.node}
     outputs: dict[str, str] = {}
+    dropped: set[str] = set()
     for i, p in enumerate(plan.active):
         rw = p.rewrite
         assert rw is not None
@@ -94,6 +95,7 @@ def rewrite_onnx(model: Any, plan: Plan) -> dict[str, str]:
         else:
             base = helper.make_node("Elu", [site.z], [pre], name=old.name, alpha=rw.alpha)
         base.metadata_props.extend(old.metadata_props)
+        dropped.update(x for x in old.input[1:] if x)
         new_nodes = [base]
         if rw.cap is not None:
             new_nodes += _cap_nodes(rw, pre, site.h, prefix, const, p.rank, p.channel_axis)
@@ -104,7 +106,17 @@ def rewrite_onnx(model: Any, plan: Plan) -> dict[str, str]:
         graph.node.extend(nodes)
         by_label = {(n.name or n.output[0]): n for n in graph.node}
         outputs[p.name] = site.h
+    _drop_unused(model, dropped)
     return outputs
+
+
+def _drop_unused(model: Any, names: set[str]) -> None:
+    """Remove initializers only the replaced nodes read (Clip's bounds)."""
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [t for t in model.graph.initializer if t.name not in names or t.name in used]
+    if len(keep) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
 
 
 def _cap_nodes(rw: Rewrite, pre: str, out: str, prefix: str, const: Any, rank: int,

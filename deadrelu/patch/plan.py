@@ -37,11 +37,12 @@ class Rewrite:
     slopes: list[float] | None = None  # prelu: one per channel
     cap: float | None = None  # ReLU6: 6.0
     cap_slopes: list[float] | None = None  # per channel slope above the cap (None: plain cap)
+    channels: list[int] | None = None  # prelu: the channels given the slope (None: all)
 
     def describe(self) -> str:
         if self.op == "prelu":
             assert self.slopes is not None
-            n = sum(1 for s in self.slopes if s != 0)
+            n = len(self.channels) if self.channels is not None else len(self.slopes)
             text = (f"PReLU (slope {self.alpha:g} on {n} of {len(self.slopes)} channels, "
                     "0 elsewhere)" if n < len(self.slopes)
                     else f"PReLU (slope {self.alpha:g} on every channel)")
@@ -54,9 +55,17 @@ class Rewrite:
                 " with the same slope above" if self.cap_slopes is not None else "")
         return text
 
+    def short(self) -> str:
+        name = {"leaky_relu": "LeakyReLU", "elu": "ELU", "prelu": "PReLU"}[self.op]
+        text = f"{name}({self.alpha:g})"
+        if self.channels is not None:
+            text += f" on {len(self.channels)}"
+        return text + (f", cap {self.cap:g}" if self.cap is not None else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "alpha": self.alpha, "slopes": self.slopes, "cap": self.cap,
-                "cap_slopes": self.cap_slopes, "describe": self.describe()}
+                "cap_slopes": self.cap_slopes, "channels": self.channels,
+                "describe": self.describe()}
 
 
 @dataclass
@@ -80,8 +89,8 @@ class PlannedSite:
         """Channels whose function changes (all of them for a layer-wide rewrite)."""
         if self.rewrite is None:
             return []
-        if self.rewrite.slopes is not None:
-            return [i for i, s in enumerate(self.rewrite.slopes) if s != 0]
+        if self.rewrite.channels is not None:
+            return list(self.rewrite.channels)
         return list(range(self.neurons))
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +107,7 @@ class Plan:
     scope: str
     alpha: float
     sites: list[PlannedSite]  # candidate sites, in execution order
+    kinds: list[str] = field(default_factory=lambda: list(PATCHABLE_KINDS))
 
     @property
     def active(self) -> list[PlannedSite]:
@@ -110,7 +120,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "scope": self.scope, "alpha": self.alpha,
-                "sites": [s.to_dict() for s in self.sites]}
+                "kinds": self.kinds, "sites": [s.to_dict() for s in self.sites]}
 
 
 def default_scope(target: str) -> str:
@@ -162,7 +172,7 @@ def make_plan(scan: Any, *, target: str = "leaky", alpha: float | None = None,
             p.notes.append(f"{len(p.dead_high)} neuron(s) stuck at the cap (dead-high) stay "
                            "dead: ELU keeps ReLU6's flat top")
         planned.append(p)
-    return Plan(target, scope, alpha, planned)
+    return Plan(target, scope, alpha, planned, list(kinds))
 
 
 def _rewrite(p: PlannedSite, target: str, scope: str, alpha: float) -> Rewrite:
@@ -172,7 +182,9 @@ def _rewrite(p: PlannedSite, target: str, scope: str, alpha: float) -> Rewrite:
     if scope == "layers" and target == "leaky":
         return Rewrite("leaky_relu", alpha, cap=cap,
                        cap_slopes=[alpha] * p.neurons if cap is not None else None)
-    dead = set(p.dead)
-    slopes = [alpha if (scope == "layers" or i in dead) else 0.0 for i in range(p.neurons)]
+    chosen = list(range(p.neurons)) if scope == "layers" else sorted(p.dead)
+    picked = set(chosen)
+    slopes = [alpha if i in picked else 0.0 for i in range(p.neurons)]
     return Rewrite("prelu", alpha, slopes=slopes, cap=cap,
-                   cap_slopes=list(slopes) if cap is not None else None)
+                   cap_slopes=list(slopes) if cap is not None else None,
+                   channels=chosen if scope == "neurons" else None)

@@ -101,7 +101,7 @@ def rewrite_graph(gm: torch.fx.GraphModule, plan: Plan) -> dict[str, torch.fx.No
                 h = graph.call_function(aten.leaky_relu.default, (z, rw.alpha))
             else:
                 h = graph.call_function(aten.elu.default, (z, rw.alpha))
-            h.meta = dict(node.meta)  # keeps nn_module_stack: the site keeps its name
+            h.meta = _meta_as(node, rw.op)
             out = h
             if rw.cap is not None:
                 out = _cap(gm, graph, h, rw, p.rank, p.channel_axis, i, _dtype(node))
@@ -112,6 +112,24 @@ def rewrite_graph(gm: torch.fx.GraphModule, plan: Plan) -> dict[str, torch.fx.No
     graph.lint()
     gm.recompile()
     return outputs
+
+
+_NEW_CLASS = {"prelu": "PReLU", "leaky_relu": "LeakyReLU", "elu": "ELU"}
+
+
+def _meta_as(node: torch.fx.Node, op: str) -> dict[str, Any]:
+    """The node's meta with its innermost module recorded as the new activation's class:
+    the site keeps its module path (and so its name), and a re-scan reads the new kind."""
+    meta = dict(node.meta)
+    stack = dict(meta.get("nn_module_stack") or {})
+    if stack:
+        key = list(stack)[-1]
+        path, cls = stack[key]
+        cls_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+        if cls_name.startswith("torch.nn.modules.activation."):
+            stack[key] = (path, f"torch.nn.modules.activation.{_NEW_CLASS[op]}")
+        meta["nn_module_stack"] = stack
+    return meta
 
 
 def _dtype(node: torch.fx.Node) -> torch.dtype:

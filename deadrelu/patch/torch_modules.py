@@ -99,7 +99,8 @@ def unimportable_classes(model: torch.nn.Module) -> list[str]:
 def module_consumers(model: torch.nn.Module, plan: Plan, example: Sequence[torch.Tensor]
                      ) -> dict[str, tuple[str | None, str]]:
     """site -> (path of the nn.Linear / 1×1 nn.Conv that reads its output, or None, why)."""
-    out_storage: dict[int, str] = {}
+    # Held (not only their addresses) so that no later tensor can reuse a site output's memory.
+    out_storage: dict[int, tuple[str, torch.Tensor]] = {}
     found: dict[str, tuple[str | None, str]] = {
         p.name: (None, "no Linear / 1×1 Conv reads its output (directly or through a view)")
         for p in plan.active}
@@ -110,16 +111,17 @@ def module_consumers(model: torch.nn.Module, plan: Plan, example: Sequence[torch
     def after(path: str) -> Any:
         def hook(mod: torch.nn.Module, args: Any, out: Any) -> None:
             if isinstance(out, torch.Tensor):
-                out_storage[out.untyped_storage().data_ptr()] = by_module[path]
+                out_storage[out.untyped_storage().data_ptr()] = (by_module[path], out)
         return hook
 
     def before(path: str) -> Any:
         def hook(mod: torch.nn.Module, args: Any) -> None:
             if not args or not isinstance(args[0], torch.Tensor):
                 return
-            site = out_storage.get(args[0].untyped_storage().data_ptr())
-            if site is None or found[site][0] is not None:
+            hit = out_storage.get(args[0].untyped_storage().data_ptr())
+            if hit is None or found[hit[0]][0] is not None:
                 return
+            site = hit[0]
             if mod.bias is None:
                 found[site] = (None, f"the consumer {path} has no bias")
             elif isinstance(mod, torch.nn.modules.conv._ConvNd) and (
