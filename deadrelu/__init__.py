@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from deadrelu.errors import DeadReluError
 from deadrelu.stats import Settings
 
-__all__ = ["DeadReluError", "ScanResult", "Settings", "__version__", "scan"]
+__all__ = ["DeadReluError", "ScanResult", "Settings", "__version__", "patch", "scan"]
 
 
 def __getattr__(name: str) -> object:
@@ -20,6 +20,10 @@ def __getattr__(name: str) -> object:
         from deadrelu.scanner import scan
 
         return scan
+    if name == "patch":
+        from deadrelu.patch.api import patch
+
+        return patch
     if name == "ScanResult":
         from deadrelu.report.model import ScanResult
 

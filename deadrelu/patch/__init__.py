@@ -7,6 +7,10 @@ bias compensation → atomic write → ``verify`` (re-scan, output drift) → ``
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 __all__ = ["patch"]
 
 
@@ -16,3 +20,17 @@ def __getattr__(name: str) -> object:
 
         return patch
     raise AttributeError(name)
+
+
+class _CallablePackage(types.ModuleType):
+    """Importing ``deadrelu.patch.*`` makes the attribute ``deadrelu.patch`` this package
+    rather than the function; calling the package calls the function, so
+    ``deadrelu.patch(model, data, output=...)`` works either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from deadrelu.patch.api import patch
+
+        return patch(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

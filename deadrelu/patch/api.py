@@ -62,6 +62,8 @@ def patch(
     fmt = detect(src)
     out = Path(output) if output is not None else None
     out_format = _check_output(src, out, fmt, dry_run, in_place)
+    if out_format is None:  # a dry run without -o plans for the format that patches most
+        out_format = "onnx" if fmt == "onnx" else "torch-export"
     if out_format == "torch-pickle" and arch is not None:
         arch = _importable_arch(arch)
     from deadrelu.data import open_data
@@ -142,6 +144,9 @@ def _open(open_data: Any, data: str | None, backend: Any, options: dict[str, Any
 
 def _check_output(src: Path, out: Path | None, fmt: str, dry_run: bool, in_place: bool
                   ) -> str | None:
+    if fmt == "torchscript":
+        raise DeadReluError("TorchScript models cannot be patched; patch the eager model, "
+                            "its .pt2 or its ONNX export", path=src)
     if out is None:
         if dry_run:
             return None
@@ -156,9 +161,6 @@ def _check_output(src: Path, out: Path | None, fmt: str, dry_run: bool, in_place
     if fmt != "onnx" and out_format == "onnx":
         raise DeadReluError("a PyTorch model is patched into .pt2 or .pt, not .onnx (export "
                             "the patched .pt2 with torch.onnx.export)", path=out)
-    if fmt == "torchscript":
-        raise DeadReluError("TorchScript models cannot be patched; patch the eager model, "
-                            "its .pt2 or its ONNX export", path=src)
     if fmt == "torch-export" and out_format != "torch-export":
         raise DeadReluError("a torch.export program is patched into a .pt2 file", path=out)
     if out.exists() and out.resolve() == src.resolve() and not in_place:

@@ -81,6 +81,9 @@ def onnx_runner(model_or_path: Any, backend: Any, base_dir: Path | None = None,
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # No graph fusions: a fused Conv+Relu and a plain Conv+PRelu round differently, and the
+    # drift should measure the rewrite, not onnxruntime's kernel choice.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if base_dir is not None:
         opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                       str(base_dir))
