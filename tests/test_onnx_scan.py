@@ -258,3 +258,27 @@ def test_module_paths_are_recovered_from_torch_onnx_export() -> None:
     assert [s.name for s in result.sites] == ["stem.2", "layer1.0.relu", "layer1.0.relu#2",
                                               "layer1.0.relu#3"]
     assert all(s.info.module.startswith("node_") for s in result.sites)  # the ONNX node names
+
+
+@pytest.mark.parametrize("name", ["planted_relu", "planted_gelu", "conv1d"])
+def test_batches_with_nan_or_inf_take_the_exact_graph_and_agree_with_torch(
+        name: str, tmp_path: Path) -> None:
+    """The fast graph assumes finite pre-activations; a batch whose sum says otherwise is
+    rerun through the exact graph, so the figures match torch's with NaN / Inf present."""
+    f = FIXTURES[name]
+    with np.load(GENERATED / f["data"]) as z:
+        x = z[f["input"]].copy()
+    x[40, 0] = np.nan  # second batch of 32
+    x[41, 1] = np.inf
+    x[5, 0] = -np.inf  # first batch
+    data = tmp_path / "poisoned.npy"
+    np.save(data, x)
+    graph = scan(str(GENERATED / f["files"]["onnx"]), str(data))
+    torch_result = scan(str(GENERATED / f["files"]["export"]), str(data))
+    assert any(int(s.stats.arrays["finite"].min()) < s.stats.elements for s in graph.sites)
+    for a, b in zip(graph.sites, torch_result.sites, strict=True):
+        for field in INTEGER_FIELDS:
+            np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field],
+                                          err_msg=f"{a.name} {field}")
+        np.testing.assert_allclose(a.stats.arrays["max_pre"], b.stats.arrays["max_pre"],
+                                   rtol=1e-4, atol=1e-5)

@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from deadrelu.backends.onnx_graph import first_line, graph_inputs
-from deadrelu.backends.onnx_instrument import FIELDS, SiteLayout, instrument, layouts
+from deadrelu.backends.onnx_instrument import (
+    FIELDS,
+    Instrumented,
+    SiteLayout,
+    instrument,
+    layouts,
+)
 from deadrelu.backends.onnx_sites import OnnxSite, find_sites
 from deadrelu.backends.sites import SiteInfo, SiteRegistry, SiteResult
 from deadrelu.data import InputSpec
@@ -133,15 +139,20 @@ class OnnxBackend:
         if missing:
             lay.update(layouts(self.model, missing, registry.channel_axis,
                                self._probe(missing, feed, registry.device)))
-        program = instrument(self.model, scanned, lay, registry.settings.eps)
-        sess = self.session(program.model, registry.device)
-        names = [v for outs in program.outputs.values() for v in outs.values()]
-        names = list(dict.fromkeys(names))
+        eps = registry.settings.eps
+        fast = _Program(self, instrument(self.model, scanned, lay, eps, fast=True),
+                        registry.device)
+        exact: _Program | None = None  # built on the first batch holding NaN or ±Inf
         stats: dict[str, NeuronStats] = {}
         first_shape: dict[str, tuple[int, ...]] = {}
         for batch in itertools.chain([first], it):
-            values = dict(zip(names, self._run(sess, names, self.feed(batch, source), source),
-                              strict=True))
+            inputs = self.feed(batch, source)
+            program, values = fast.program, fast.run(inputs, source)
+            if fast.poisoned(values):
+                if exact is None:
+                    exact = _Program(self, instrument(self.model, scanned, lay, eps),
+                                     registry.device)
+                program, values = exact.program, exact.run(inputs, source)
             for s in scanned:
                 outs = program.outputs.get(s.name)
                 if outs is None:
@@ -188,14 +199,17 @@ class OnnxBackend:
         elif acc.neurons != neurons:
             raise DeadReluError(f"site {s.name} changed shape between batches ({shape} after "
                                 f"{first_shape[s.name]}); its neurons must stay the same")
-        batch = {f: (values[outs[f]] if f in outs else np.zeros(neurons, dtype=np.int64))
-                 for f in FIELDS}
         total = int(np.prod(shape)) if shape else 1
+        per_neuron = total // max(neurons, 1)
+        # The fast graph runs only on all-finite batches: every element is finite there.
+        missing = {"finite": np.full(neurons, per_neuron, dtype=np.int64)}
+        batch = {f: values[outs[f]] if f in outs
+                 else missing.get(f, np.zeros(neurons, dtype=np.int64)) for f in FIELDS}
         if lay.rank >= 2 and lay.channel_axis != 0:
             samples = shape[0]
         else:
             samples = 1
-        acc.update(batch, samples, total // max(neurons, 1))
+        acc.update(batch, samples, per_neuron)
 
     def _probe(self, sites: list[OnnxSite], feed: dict[str, np.ndarray], device: Any
                ) -> dict[str, tuple[int, int]]:
@@ -230,6 +244,25 @@ class OnnxBackend:
             elem = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(values[one_out]).dtype)
             out[site] = (rank, int(elem))
         return out
+
+
+class _Program:
+    """One instrumented graph and its session."""
+
+    def __init__(self, backend: OnnxBackend, program: Instrumented, device: Any) -> None:
+        self.backend = backend
+        self.program = program
+        self.session = backend.session(program.model, device)
+        self.names = list(dict.fromkeys(v for outs in program.outputs.values()
+                                        for v in outs.values()))
+        self.poison = [outs["poison"] for outs in program.outputs.values() if "poison" in outs]
+
+    def run(self, feed: dict[str, np.ndarray], source: str) -> dict[str, Any]:
+        return dict(zip(self.names, self.backend._run(self.session, self.names, feed, source),
+                        strict=True))
+
+    def poisoned(self, values: Mapping[str, Any]) -> bool:
+        return any(not np.all(np.isfinite(values[p])) for p in self.poison)
 
 
 def load_onnx_backend(path: Path) -> OnnxBackend:

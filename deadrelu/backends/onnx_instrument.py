@@ -161,8 +161,8 @@ def _channels_first(value: str, producers: Mapping[str, Any]) -> bool:
     return False
 
 
-def instrument(model: Any, sites: list[OnnxSite], lay: Mapping[str, SiteLayout], eps: float
-               ) -> Instrumented:
+def instrument(model: Any, sites: list[OnnxSite], lay: Mapping[str, SiteLayout], eps: float,
+               *, fast: bool = False) -> Instrumented:
     """A copy of ``model`` whose extra outputs are each site's per-batch statistics.
 
     Sites inside ``If`` branches get their statistics computed in the branch; the If node
@@ -178,7 +178,7 @@ def instrument(model: Any, sites: list[OnnxSite], lay: Mapping[str, SiteLayout],
     for i, s in enumerate(sites):
         if s.name in lay:
             by_graph.setdefault(s.graph, []).append((i, s))
-    exported = _instrument_graph(copy.graph, "", by_graph, lay, eps, opset(copy), result)
+    exported = _instrument_graph(copy.graph, "", by_graph, lay, eps, opset(copy), result, fast)
     for value, elem in exported:
         copy.graph.output.append(onnx.helper.make_tensor_value_info(value, elem, None))
     return result
@@ -186,7 +186,7 @@ def instrument(model: Any, sites: list[OnnxSite], lay: Mapping[str, SiteLayout],
 
 def _instrument_graph(graph: Any, prefix: str, by_graph: Mapping[str, list[tuple[int, OnnxSite]]],
                       lay: Mapping[str, SiteLayout], eps: float, version: int,
-                      result: Instrumented) -> list[tuple[str, int]]:
+                      result: Instrumented, fast: bool) -> list[tuple[str, int]]:
     """Add the statistics of the sites in ``graph`` (and its If branches); returns the values
     (name, element type) the graph must pass out."""
     import onnx
@@ -197,7 +197,7 @@ def _instrument_graph(graph: Any, prefix: str, by_graph: Mapping[str, list[tuple
     exported: list[tuple[str, int]] = []
     for i, s in by_graph.get(prefix, []):
         b = _Builder(graph, version, f"deadrelu/{i}/")
-        outs, types = _site_stats(b, s, lay[s.name], eps)
+        outs, types = _site_stats(b, s, lay[s.name], eps, fast)
         result.outputs[s.name] = outs
         exported += _unique(outs, types)  # ReLU's "positive" is its "active": one output
     for node in list(graph.node):
@@ -206,7 +206,8 @@ def _instrument_graph(graph: Any, prefix: str, by_graph: Mapping[str, list[tuple
         branches = dict(subgraphs(node))
         label = node_label(node)
         inner = {name: _instrument_graph(g, f"{prefix}{label}.{name}/", by_graph, lay, eps,
-                                         version, result) for name, g in branches.items()}
+                                         version, result, fast)
+                 for name, g in branches.items()}
         passed = [v for outs in inner.values() for v in outs]
         if not passed:
             continue
@@ -252,8 +253,16 @@ def _float_dtype(elem_type: int) -> np.dtype[Any]:
                         "are not supported (float16, float32, float64 are)")
 
 
-def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float
+def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: bool
                 ) -> tuple[dict[str, str], dict[str, int]]:
+    """The statistics nodes of one site; returns field -> output value, and their types.
+
+    ``fast``: the statistics of a batch whose pre-activations are all finite, with about half
+    the passes over the activation (no NaN/Inf masks: ``finite`` is every element, extremes
+    are plain ReduceMax/Min). It also returns ``poison``, the sum of z over everything, which
+    is finite exactly when no element is NaN or ±Inf (or the sum overflows); the backend
+    reruns a poisoned batch through the exact graph, so the figures are the same either way.
+    """
     import onnx
 
     T = onnx.TensorProto
@@ -269,14 +278,21 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float
         # the comparisons are the ones float16 arithmetic makes.
         z = b.cast(z, T.FLOAT)
         h = b.cast(h, T.FLOAT)
-    z3, h3, sum_axes, inner = _to_3d(b, z, h, shape, lay)
+    z3, h3, sum_axes, inner, reshaped = _views(b, z, h, shape, lay)
 
     def bound(value: float) -> str:
         return b.const(np.asarray(np.asarray(value, dtype=dtype), dtype=work), "bound")
 
-    isnan = b.node("IsNaN", [z3])
-    isinf = b.node("IsInf", [z3])
-    finite = b.node("Not", [b.node("Or", [isnan, isinf])], "finite")
+    def masked(mask: str) -> str:
+        return mask if finite is None else b.node("And", [mask, finite])
+
+    def total(mask: str) -> str:
+        return b.reduce("ReduceSum", b.cast(masked(mask), T.INT64), sum_axes)
+
+    finite: str | None = None
+    if not fast:
+        nonfinite = b.node("Or", [b.node("IsNaN", [z3]), b.node("IsInf", [z3])])
+        finite = b.node("Not", [nonfinite], "finite")
     kind_params = {k: v for k, v in s.params.items() if isinstance(v, (int, float, str))}
     base = "relu" if s.kind == "prelu" else s.kind
     intervals = active_set(base, eps, **kind_params)
@@ -285,78 +301,68 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float
         # PReLU channels whose negative slope passes gradient are active everywhere finite.
         slope = b.cast(s.slope, T.FLOAT) if dtype == np.float16 else s.slope
         passing = b.node("Not", [b.node("Less", [b.node("Abs", [slope]), bound(eps)])])
-        passing = _slope_to_3d(b, passing, lay)
+        if reshaped:  # slope (C,), (C,1,1) or scalar, onto the (1, C, rest) view
+            passing = b.node("Reshape", [passing, b.ints([1, -1, 1])])
         active = b.node("Or", [active, passing])
-    active = b.node("And", [active, finite], "active")
     out: dict[str, str] = {"shape": shape}
-
-    def count(mask: str) -> tuple[str, str]:
-        """(count over everything, count of samples with any) per neuron, as int64."""
-        per_sample = b.reduce("ReduceSum", b.cast(mask, T.INT32), [inner])
-        total = b.reduce("ReduceSum", b.cast(per_sample, T.INT64), [0])
-        hit = b.node("Greater", [per_sample, b.const(np.asarray(0, dtype=np.int32), "zero")])
-        return total, b.reduce("ReduceSum", b.cast(hit, T.INT64), [0])
-
-    out["active"], out["active_samples"] = count(active)
+    # Per sample and neuron first (int32 is plenty for one sample), then over the batch.
+    per_sample = b.cast(masked(active), T.INT32)
+    if inner:
+        per_sample = b.reduce("ReduceSum", per_sample, inner)
+    out["active"] = b.reduce("ReduceSum", b.cast(per_sample, T.INT64), [0])
+    hit = b.node("Greater", [per_sample, b.const(np.asarray(0, dtype=np.int32), "zero")])
+    out["active_samples"] = b.reduce("ReduceSum", b.cast(hit, T.INT64), [0])
     if intervals == (Interval(0.0, np.inf),) and s.slope is None:
         out["positive"] = out["active"]  # a ReLU's active set is z > 0 itself
     else:
-        positive = b.node("And", [b.node("Greater", [z3, bound(0.0)]), finite])
-        out["positive"] = b.reduce("ReduceSum", b.cast(positive, T.INT64), sum_axes)
-    out["finite"] = b.reduce("ReduceSum", b.cast(finite, T.INT64), sum_axes)
+        out["positive"] = total(b.node("Greater", [z3, bound(0.0)]))
     cap = cap_bounds(s.kind, **kind_params)
     if cap is not None and np.isfinite(cap[1]):
-        at_cap = b.node("And", [b.node("Not", [b.node("Less", [z3, bound(cap[1])])]), finite])
-        out["at_cap"] = b.reduce("ReduceSum", b.cast(at_cap, T.INT64), sum_axes)
-    low = b.node("Where", [finite, z3, b.const(np.asarray(-np.inf, dtype=work), "ninf")])
-    high = b.node("Where", [finite, z3, b.const(np.asarray(np.inf, dtype=work), "pinf")])
-    out["max_pre"] = b.reduce("ReduceMax", low, sum_axes)
-    out["min_pre"] = b.reduce("ReduceMin", high, sum_axes)
-    magnitude = b.node("Where", [finite, b.node("Abs", [h3]),
-                                 b.const(np.asarray(0, dtype=work), "zero")])
-    out["abs_sum"] = b.reduce("ReduceSum", b.cast(magnitude, T.DOUBLE), sum_axes)
+        out["at_cap"] = total(b.node("Not", [b.node("Less", [z3, bound(cap[1])])]))
+    magnitude = h3 if s.kind in ("relu", "relu6") else b.node("Abs", [h3])  # h >= 0 already
+    if finite is None:
+        out["max_pre"] = b.reduce("ReduceMax", z3, sum_axes)
+        out["min_pre"] = b.reduce("ReduceMin", z3, sum_axes)
+        everything = list(range(3 if reshaped else lay.rank))
+        out["poison"] = b.reduce("ReduceSum", z3, everything)
+    else:
+        out["finite"] = b.reduce("ReduceSum", b.cast(finite, T.INT64), sum_axes)
+        low = b.node("Where", [finite, z3, b.const(np.asarray(-np.inf, dtype=work), "ninf")])
+        high = b.node("Where", [finite, z3, b.const(np.asarray(np.inf, dtype=work), "pinf")])
+        out["max_pre"] = b.reduce("ReduceMax", low, sum_axes)
+        out["min_pre"] = b.reduce("ReduceMin", high, sum_axes)
+        magnitude = b.node("Where", [finite, magnitude,
+                                     b.const(np.asarray(0, dtype=work), "zero")])
+    # Summed in the activation's float type, then widened: casting every element to double
+    # first would write the activation out again at twice its size. abs_sum only feeds the
+    # dormant score (a ratio of means), where float32 rounding is far below tau.
+    out["abs_sum"] = b.cast(b.reduce("ReduceSum", magnitude, sum_axes), T.DOUBLE)
     extreme = T.DOUBLE if work == np.float64 else T.FLOAT
-    types = {f: int(extreme if f in ("max_pre", "min_pre") else T.DOUBLE if f == "abs_sum"
-                 else T.INT64) for f in out}
+    types = {f: int(extreme if f in ("max_pre", "min_pre", "poison")
+                    else T.DOUBLE if f == "abs_sum" else T.INT64) for f in out}
     return out, types
 
 
-def _to_3d(b: _Builder, z: str, h: str, shape: str, lay: SiteLayout
-           ) -> tuple[str, str, list[int], int]:
-    """z and h as (samples, neurons, rest) or (samples, rest, neurons) without copying.
+def _views(b: _Builder, z: str, h: str, shape: str, lay: SiteLayout
+           ) -> tuple[str, str, list[int], list[int], bool]:
+    """z and h as the statistics read them, the axes to reduce per neuron, the axes to reduce
+    within one sample, and whether they were reshaped.
 
-    Returns the two views, the axes to reduce for per-neuron totals and the "rest" axis.
     Torch counts samples along axis 0 unless the neurons are on axis 0 (or the tensor has
-    rank < 2); then the whole tensor is one sample: that is the leading 1 here.
+    rank < 2); then the whole tensor is one sample, viewed here as (1, neurons, rest).
+    Otherwise the tensors are reduced in place: a Reshape of a value that other nodes also
+    read is a copy in onnxruntime.
     """
     rank, axis = lay.rank, lay.channel_axis
-    if rank >= 2 and axis == 1:
-        target = b.ints([0, 0, -1])
-        return (b.node("Reshape", [z, target]), b.node("Reshape", [h, target]), [0, 2], 2)
-    if rank >= 2 and axis == rank - 1:
-        last = b.node("Slice", [shape, b.ints([-1]), b.ints([np.iinfo(np.int64).max])])
-        target = b.node("Concat", [b.ints([0, -1]), last], axis=0)
-        return (b.node("Reshape", [z, target]), b.node("Reshape", [h, target]), [0, 1], 1)
-    if rank >= 2 and axis > 1:
-        perm = [0, axis, *[d for d in range(1, rank) if d != axis]]
-        target = b.ints([0, 0, -1])
-        zt = b.node("Reshape", [b.node("Transpose", [z], perm=perm), target])
-        ht = b.node("Reshape", [b.node("Transpose", [h], perm=perm), target])
-        return zt, ht, [0, 2], 2
-    # Neurons on axis 0 (or rank <= 1): one "sample" of shape (1, neurons, rest).
+    if rank >= 2 and axis != 0:
+        every = [d for d in range(rank) if d != axis]
+        return z, h, every, [d for d in every if d != 0], False
     if rank <= 1:
         target = b.ints([1, -1, 1])
-        return (b.node("Reshape", [z, target]), b.node("Reshape", [h, target]), [0, 2], 2)
-    first = b.node("Slice", [shape, b.ints([0]), b.ints([1])])
-    target2 = b.node("Concat", [b.ints([1]), first, b.ints([-1])], axis=0)
-    return (b.node("Reshape", [z, target2]), b.node("Reshape", [h, target2]), [0, 2], 2)
-
-
-def _slope_to_3d(b: _Builder, mask: str, lay: SiteLayout) -> str:
-    """A PRelu slope mask ((C,), (C,1,1) or scalar) shaped to broadcast on the 3-d view."""
-    if lay.rank >= 2 and lay.channel_axis == lay.rank - 1 and lay.channel_axis != 1:
-        return b.node("Reshape", [mask, b.ints([1, 1, -1])])
-    return b.node("Reshape", [mask, b.ints([1, -1, 1])])
+    else:
+        first = b.node("Slice", [shape, b.ints([0]), b.ints([1])])
+        target = b.node("Concat", [b.ints([1]), first, b.ints([-1])], axis=0)
+    return b.node("Reshape", [z, target]), b.node("Reshape", [h, target]), [0, 2], [2], True
 
 
 def _in_intervals(b: _Builder, z: str, intervals: tuple[Interval, ...],
