@@ -105,7 +105,7 @@ def test_patched_onnx_passes_the_full_checker_and_keeps_site_names() -> None:
     from deadrelu import scan
 
     for name in ("planted_relu", "relu6_dead_high", "reuse_relu"):
-        result, out = patched(name, "onnx", ".onnx")
+        _, out = patched(name, "onnx", ".onnx")
         model = onnx.load(str(out))
         onnx.checker.check_model(model, full_check=True)
         ops = [n.op_type for n in model.graph.node]
@@ -169,7 +169,7 @@ def test_pickled_output_swaps_modules_and_refuses_what_a_swap_cannot_do() -> Non
 def test_functional_calls_are_refused_for_pickled_output_with_the_reason() -> None:
     from deadrelu import DeadReluError
 
-    with pytest.raises(DeadReluError, match="functional call.*pt2"):
+    with pytest.raises(DeadReluError, match=r"functional call.*pt2"):
         patched("functional", "pickle", ".pt")
     result, _ = patched("inplace", "pickle", ".pt")
     assert [c.name for c in result.changes] == ["act"]
@@ -186,7 +186,7 @@ def test_outputs_load_with_plain_torch_without_deadrelu() -> None:
     for name in ("planted_relu", "reuse_relu", "inplace", "digits_cnn"):
         _, out = patched(name, "pickle", ".pt", alpha=0.0)
         jobs.append(("pt", str(out), name))
-    for kind, path, name in jobs:
+    for _, path, name in jobs:
         expected = OUT / f"{Path(path).name}.expected.npy"
         with torch.no_grad():
             np.save(expected, build_eager(name)(fixture_data(name)).numpy())

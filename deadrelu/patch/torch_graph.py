@@ -10,6 +10,7 @@ reads without deadrelu (its extra tensors are ordinary buffers).
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -230,7 +231,9 @@ class MeanRecorder:
 def consumer_means(gm: torch.fx.GraphModule, names: Sequence[str], run: Any
                    ) -> dict[str, np.ndarray]:
     """Mean of the input of each named consumer node over the data (``run(fn)`` feeds it)."""
-    probe = copy.deepcopy(gm)
+    with warnings.catch_warnings():  # torch's own pytree deprecation, on deepcopy
+        warnings.simplefilter("ignore", FutureWarning)
+        probe = copy.deepcopy(gm)
     nodes = {n.name: n for n in probe.graph.nodes}
     recorders: dict[str, MeanRecorder] = {}
     for name in names:
