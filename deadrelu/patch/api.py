@@ -6,6 +6,7 @@ import copy
 import importlib
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,11 @@ class _Job:
             else:
                 self.original = program.module()
             self.program = program
-            self.patched = program.module()
+            # program.module() shares its parameters with the program: patch a deep copy, or
+            # --compensate would move the original's biases too.
+            with warnings.catch_warnings():  # torch's own pytree deprecation, on deepcopy
+                warnings.simplefilter("ignore", FutureWarning)
+                self.patched = copy.deepcopy(program.module())
             check_graph_sites(self.patched, self.plan)
         else:
             from deadrelu.patch.torch_modules import check_module_sites, unimportable_classes
