@@ -186,6 +186,12 @@ def test_outputs_load_with_plain_torch_without_deadrelu() -> None:
     for name in ("planted_relu", "reuse_relu", "inplace", "digits_cnn"):
         _, out = patched(name, "pickle", ".pt", alpha=0.0)
         jobs.append(("pt", str(out), name))
+    # From a state dict + --arch fixtures/nets.py:f: pickled as the importable fixtures.nets.
+    for name in ("planted_relu", "conv1d"):
+        _, out = patched(name, "state_dict", ".pt", alpha=0.0)
+        jobs.append(("pt", str(out), name))
+        _, out = patched(name, "state_dict", ".pt")
+        jobs.append(("pt", str(out), name))
     for _, path, name in jobs:
         expected = OUT / f"{Path(path).name}.expected.npy"
         with torch.no_grad():

@@ -84,16 +84,37 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_plan_from_a_saved_scan_report(tmp_path: Path) -> None:
+    # The report names its data file; patch finds it next to the report and verifies on it.
+    data = tmp_path / "relu.npz"
+    shutil.copy(RELU_DATA, data)
     report = tmp_path / "scan.json"
-    r = run("scan", RELU_ONNX, "--data", RELU_DATA, "-f", "json", "-o", str(report))
+    r = run("scan", RELU_PT, "--arch", RELU_ARCH, "--data", str(data), "-f", "json", "-o",
+            str(report))
     assert r.exit_code == 0, r.stderr
-    out = tmp_path / "fixed.onnx"
-    r = run("patch", RELU_ONNX, "--scan", str(report), "--to", "elu", "-f", "json", "-o",
-            str(out))
+    out = tmp_path / "fixed.pt"
+    r = run("patch", RELU_PT, "--arch", RELU_ARCH, "--scan", str(report), "--to", "prelu",
+            "-f", "json", "-o", str(out))
     assert r.exit_code == 0, r.stderr
+    assert f"verifying on the scan report's data, {data}" in r.stderr
     rec = json.loads(r.stdout)
-    assert [s["kind_after"] for s in rec["changed_sites"]] == ["elu", "elu"]
-    assert rec["data"]["samples"] == RELU["num_samples"]  # verified on the report's data
+    assert rec["data"]["source"].startswith("relu.npz") and not rec["data"]["synthetic"]
+    assert [s["kind_after"] for s in rec["changed_sites"]] == ["prelu", "prelu"]
+    assert [s["dead_before"] for s in rec["changed_sites"]] == [2, 3]
+
+
+def test_scan_report_without_its_data_verifies_on_synthetic_inputs_and_says_so(
+        tmp_path: Path) -> None:
+    report = tmp_path / "scan.json"
+    run("scan", RELU_ONNX, "--data", RELU_DATA, "-f", "json", "-o", str(report))
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.move(report, moved / "scan.json")
+    r = run("patch", RELU_ONNX, "--scan", str(moved / "scan.json"), "--to", "elu", "-f",
+            "json", "-o", str(tmp_path / "fixed.onnx"))
+    assert r.exit_code == 0, r.stderr
+    assert "the before / after table compares scans on synthetic inputs" in r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["data"]["synthetic"] and rec["changed_sites"]
 
 
 def test_sites_glob_and_min_dead_rate_select(tmp_path: Path) -> None:

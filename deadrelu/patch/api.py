@@ -80,9 +80,10 @@ def patch(
 
         report = load_report(Path(scan))
         _check_report(report, info, scan)
-        if data is None and not report.data.synthetic and Path(report.data.source).exists():
-            data = report.data.source
-            notes.append(f"verifying on the scan report's data, {data}")
+        if data is None and not report.data.synthetic:
+            data = _report_data(report.data.source, Path(scan))
+            if data is not None:
+                notes.append(f"verifying on the scan report's data, {data}")
     source = _open(open_data, data, backend, scan_options)
     opts = {k: v for k, v in scan_options.items() if k not in _DATA_KEYS}
     load_opts: dict[str, Any] = {"arch": arch, "arch_kwargs": arch_kwargs,
@@ -92,6 +93,10 @@ def patch(
         before = report
     else:
         before = run_scan(str(src), source, **load_opts, **opts)
+    # Dead before → after on the same data: the report's own figures only when it is the data
+    # we verify on (a given --data, or the file the report names); else a fresh scan.
+    same_data = report is None or (data is not None and not source.synthetic)
+    baseline = before
     plan = make_plan(before, target=to, alpha=alpha, scope=scope, sites=sites,
                      min_dead_rate=min_dead_rate, kinds=kinds)
     model_info = {"path": str(src), "format": info.format, "sha256": info.sha256}
@@ -120,8 +125,12 @@ def patch(
             job.compensation[name] = text
     job.write(out)
     after = run_scan(str(out), source, trust_pickle=True, **opts)
+    if not same_data:
+        baseline = run_scan(str(src), source, **load_opts, **opts)
+        result.notes.append("the scan report does not say where its data is: the before / "
+                            "after table compares scans on synthetic inputs; pass --data")
     result.drift = job.drift(job.written_runner(out), label_array)
-    result.changes = _changes(plan, before, after, job.compensation, result.notes)
+    result.changes = _changes(plan, baseline, after, job.compensation, result.notes)
     result.status = "patched"
     return result
 
@@ -246,25 +255,39 @@ def _changes(plan: Plan, before: Any, after: Any, comp: dict[str, str],
     # A rewrite neither adds nor removes sites, so the k-th site before is the k-th after
     # (functional sites are named after their kind and so change name).
     if len(before.sites) == len(after.sites):
-        match = {b.name: a for b, a in zip(before.sites, after.sites, strict=True)}
+        match = {b.name: (b, a) for b, a in zip(before.sites, after.sites, strict=True)}
     else:
-        match = {s.name: s for s in after.sites}
+        after_names = {s.name: s for s in after.sites}
+        match = {b.name: (b, after_names.get(b.name)) for b in before.sites}
     out = []
     for p in plan.active:
-        a = match.get(p.name)
+        b, a = match.get(p.name, (None, None))
         assert p.rewrite is not None
+        dead_before = b.dead_indices() if b is not None else p.dead
         if a is not None:
-            newly = sorted(set(a.dead_indices()) - set(p.dead))
+            newly = sorted(set(a.dead_indices()) - set(dead_before))
             if newly:
                 notes.append(f"{p.name}: {len(newly)} neuron(s) alive before are dead after "
                              f"({_some(newly)}): their input moved because sites upstream "
                              "changed; --compensate restores the means")
         out.append(SiteChange(
             p.name, a.name if a else None, p.kind, a.info.kind if a else None,
-            p.rewrite.short(), p.neurons, len(p.dead), a.dead_count if a else None,
+            p.rewrite.short(), p.neurons, len(dead_before), a.dead_count if a else None,
             int(a.figures.negative_only.sum()) if a else None, len(p.changed_channels),
             comp.get(p.name)))
     return out
+
+
+def _report_data(source: str, report: Path) -> str | None:
+    """The data file a report names ("val.npz (500 samples)"), if it is where it says:
+    relative to the current folder or to the report."""
+    import re
+
+    name = re.sub(r" \(\d+ samples\)$", "", source)
+    for candidate in (Path(name), report.parent / name):
+        if name and candidate.exists():
+            return str(candidate)
+    return None
 
 
 def _some(items: list[int], n: int = 5) -> str:
