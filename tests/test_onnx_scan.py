@@ -277,3 +277,37 @@ def test_batches_with_nan_or_inf_take_the_exact_graph_and_agree_with_torch(
                                           err_msg=f"{a.name} {field}")
         np.testing.assert_allclose(a.stats.arrays["max_pre"], b.stats.arrays["max_pre"],
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_activations_in_a_loop_body_are_listed_as_not_measured(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from deadrelu.sites import list_sites
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Relu", ["state_in"], ["state_out"], name="body/Relu")],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("state_in", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, ["N", 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"], name="main/Relu"),
+         helper.make_node("Loop", ["trips", "", "h"], ["y"], name="repeat", body=body)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [onnx.numpy_helper.from_array(np.asarray(2, dtype=np.int64), "trips")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "loop.onnx"
+    onnx.save(model, str(path))
+    listed = {s.name: s for s in list_sites(str(path))}
+    assert listed["main/Relu"].measured
+    inner = listed["repeat.body/body/Relu"]
+    assert not inner.measured and "Loop" in inner.reason
+    data = tmp_path / "x.npy"
+    np.save(data, np.ones((4, 3), dtype=np.float32))
+    result = scan(str(path), str(data))
+    assert [s.name for s in result.sites] == ["main/Relu"]
+    assert any("repeat.body/body/Relu is not measured" in n for n in result.notes)
