@@ -14,7 +14,6 @@ from deadrelu.cli.common import (
     BatchSizeOpt,
     ChannelAxisOpt,
     DataOpt,
-    DelayedProgress,
     DeviceOpt,
     DropColumnsOpt,
     EpsOpt,
@@ -117,9 +116,8 @@ def patch_command(
 ) -> None:
     """Rewrite dead ReLU / ReLU6 neurons into LeakyReLU, ELU or per-channel PReLU.
 
-    Scans MODEL (or reads --scan), rewrites the chosen sites in a copy, writes it to -o
-    (never over the input), re-scans it on the same data and reports dead neurons before →
-    after per site and the drift of the model's outputs.
+    Writes a patched copy (never over the input), re-scans it on the same data and reports
+    dead neurons before → after per site and the drift of the model's outputs.
 
     Example: deadrelu patch model.pt --arch nets.py:Net --data val.npz --to prelu -o fixed.pt2
     """
@@ -128,26 +126,21 @@ def patch_command(
     from deadrelu.stats import Settings
 
     with user_errors():
-        progress = DelayedProgress()
-        try:
-            result = patch(
-                model, data, output=output, to=to.value, alpha=alpha,
-                scope=scope.value if scope else None, scan=scan, sites=sites or (),
-                min_dead_rate=min_dead_rate,
-                kinds=[k.strip() for k in kinds.split(",") if k.strip()],
-                dry_run=dry_run, in_place=in_place, compensate=compensate, labels=labels,
-                arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-                input_shape=input_shape, batch_size=batch_size, samples=samples,
-                device=device, settings=Settings(eps=eps, tau=tau, min_active=min_active),
-                channel_axis=channel_axis, image_size=parse_image_size(image_size),
-                mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
-                drop_columns=[c.strip() for c in drop_columns.split(",")]
-                if drop_columns else (), fast_path=fast_path)
-        finally:
-            progress.close()
+        result = patch(
+            model, data, output=output, to=to.value, alpha=alpha,
+            scope=scope.value if scope else None, scan=scan, sites=sites or (),
+            min_dead_rate=min_dead_rate,
+            kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+            dry_run=dry_run, in_place=in_place, compensate=compensate, labels=labels,
+            arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
+            input_shape=input_shape, batch_size=batch_size, samples=samples,
+            device=device, settings=Settings(eps=eps, tau=tau, min_active=min_active),
+            channel_axis=channel_axis, image_size=parse_image_size(image_size),
+            mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
+            drop_columns=[c.strip() for c in drop_columns.split(",")]
+            if drop_columns else (), fast_path=fast_path)
         for note in result.notes:
-            warn(note)
-        result.notes = []
+            warn(note)  # on stderr; the JSON record keeps them too
         if output_format is RecordFormat.json:
             write_output(result.to_json(), record)
         else:
