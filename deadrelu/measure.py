@@ -1,12 +1,15 @@
 """Per-batch statistics of one site, computed with torch on the model's device.
 
 One site's pre-activation ``z`` is reduced over every axis but the channel axis into the
-accumulators of :mod:`deadrelu.stats`. Everything stays on the device; the only host sync is
-:meth:`TorchSiteAccumulator.to_stats` at the end of the scan.
+accumulators of :mod:`deadrelu.stats`. Everything stays on the device. On an accelerator the
+only host sync is :meth:`TorchSiteAccumulator.to_stats` at the end of the scan; on the CPU, where
+reading a value back costs nothing, each batch first checks that it is all finite and then
+takes a path with a few passes per site instead of a dozen masked ones.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +19,11 @@ import torch
 
 from deadrelu.activations import Interval, active_set, cap_bounds
 from deadrelu.stats import NEURON_FIELDS, NeuronStats
+
+# Per-(sample, channel) counts are float32 sums of 0/1: exact below 2**24 elements.
+_EXACT_COUNT = 2**24
+# Kinds whose output is >= 0 wherever the input is finite: |h| = h.
+_NONNEGATIVE = frozenset({"relu", "relu6", "softplus", "sigmoid", "hardsigmoid"})
 
 
 def channel_axis_for(ndim: int, channels_first: bool, override: int | None = None) -> int:
@@ -89,6 +97,12 @@ class TorchSiteAccumulator:
             name: torch.full((neurons,), init, dtype=getattr(torch, dtype), device=device)
             for name, (_, dtype, init) in NEURON_FIELDS.items()
         }
+        # Reading a value back is free on the CPU; on an accelerator it would stall the
+        # queue, so there every batch takes the branch-free masked path.
+        self.fast = device.type == "cpu"
+        self._all_finite = 0
+        self._positive_is_active = rule.intervals == (Interval(0.0, math.inf),)
+        self._nonnegative = rule.kind in _NONNEGATIVE
 
     def _dims(self, ndim: int) -> tuple[list[int], list[int]]:
         reduce = [d for d in range(ndim) if d != self.channel_axis]
@@ -96,14 +110,76 @@ class TorchSiteAccumulator:
         return reduce, per_sample
 
     def observe_input(self, z: torch.Tensor, prelu_weight: torch.Tensor | None = None
-                      ) -> torch.Tensor:
-        """Fold the pre-activation in; returns the finite mask for :meth:`observe_output`.
+                      ) -> torch.Tensor | None:
+        """Fold the pre-activation in; returns what :meth:`observe_output` needs: the finite
+        mask, or None when every element was finite.
 
         Runs before the activation, so in-place activations are measured on their input.
         """
         z = z.detach()
         if z.ndim == 0:
             z = z.reshape(1)
+        if self.fast and prelu_weight is None and z.is_floating_point():
+            v = self._view(z)
+            if v.shape[1] * v.shape[3] < _EXACT_COUNT:
+                # One pass each; NaN propagates through amax/amin, so finite extremes of
+                # every (sample, channel) slice prove the whole slice finite.
+                mx, mn = v.amax(dim=(1, 3)), v.amin(dim=(1, 3))
+                # NaN and ±Inf make the spread non-finite (so may a huge finite spread:
+                # that only sends the batch down the masked path).
+                if math.isfinite((mx - mn).sum(dtype=torch.float64).item()):
+                    self._observe_finite(v, mx, mn)
+                    return None
+        return self._observe_general(z, prelu_weight)
+
+    def _view(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` as (A, P, C, Q): A the sample axis (1 when the channel axis is the batch
+        axis or the tensor has rank 1), C the channel axis, P and Q what lies around it."""
+        axis = self.channel_axis
+        if z.ndim >= 2 and axis != 0:
+            return z.reshape(z.shape[0], math.prod(z.shape[1:axis]), z.shape[axis], -1)
+        return z.reshape(1, math.prod(z.shape[:axis]), z.shape[axis], -1)
+
+    def _observe_finite(self, v: torch.Tensor, mx: torch.Tensor, mn: torch.Tensor) -> None:
+        """The all-finite fast path: a comparison and a sum per threshold, into a scratch
+        buffer, counted per (sample, channel) in float32 (exact below 2**24 elements)."""
+        a, p, _, q = v.shape
+        per = p * q
+        buf = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+
+        def count(op: Any, bound: float) -> torch.Tensor:
+            return op(v, bound, out=buf).sum(dim=(1, 3), dtype=torch.float32)
+
+        acc = self.acc
+        active: torch.Tensor | None = None
+        for iv in self.rule.intervals:
+            if iv.lo == -math.inf:
+                part = torch.full(mx.shape, float(per), dtype=torch.float32, device=v.device)
+            else:
+                part = count(torch.ge if iv.lo_closed else torch.gt, iv.lo)
+            if iv.hi != math.inf:
+                part = part - count(torch.gt if iv.hi_closed else torch.ge, iv.hi)
+            active = part if active is None else active + part
+        if active is None:
+            active = torch.zeros(mx.shape, dtype=torch.float32, device=v.device)
+        counts = active.to(torch.int64)
+        total = counts.sum(dim=0)
+        acc["active"] += total
+        acc["active_samples"] += (counts > 0).sum(dim=0)
+        acc["positive"] += (total if self._positive_is_active
+                            else count(torch.gt, 0.0).to(torch.int64).sum(dim=0))
+        self._all_finite += a * per  # every element of every neuron: added in to_stats
+        if self.rule.cap is not None:
+            acc["at_cap"] += count(torch.ge, self.rule.cap[1]).to(torch.int64).sum(dim=0)
+        torch.maximum(acc["max_pre"], mx.amax(dim=0), out=acc["max_pre"])
+        torch.minimum(acc["min_pre"], mn.amin(dim=0), out=acc["min_pre"])
+        self.samples += a
+        self.elements += a * per
+
+    def _observe_general(self, z: torch.Tensor, prelu_weight: torch.Tensor | None
+                         ) -> torch.Tensor:
+        if z.ndim == 1:  # one value per neuron: (C, 1), or sum(dim=[]) would sum them all
+            z = z.reshape(-1, 1)
         reduce, per_sample = self._dims(z.ndim)
         finite = torch.isfinite(z)
         active = active_mask(z, self.rule.intervals)
@@ -133,10 +209,17 @@ class TorchSiteAccumulator:
         self.elements += z.numel() // self.neurons
         return finite
 
-    def observe_output(self, h: torch.Tensor, finite: torch.Tensor) -> None:
+    def observe_output(self, h: torch.Tensor, finite: torch.Tensor | None) -> None:
         h = h.detach()
         if h.ndim == 0:
             h = h.reshape(1)
+        if finite is None:  # the fast path: every input, so every output, was finite
+            v = self._view(h)
+            magnitude = v if self._nonnegative else v.abs()
+            self.acc["abs_sum"] += magnitude.sum(dim=(1, 3)).to(torch.float64).sum(dim=0)
+            return
+        if h.ndim == 1:
+            h = h.reshape(-1, 1)
         reduce, _ = self._dims(h.ndim)
         magnitude = torch.where(finite, h.abs(), torch.zeros((), dtype=h.dtype, device=h.device))
         self.acc["abs_sum"] += magnitude.sum(dim=reduce, dtype=torch.float64)
@@ -144,5 +227,6 @@ class TorchSiteAccumulator:
     def to_stats(self) -> NeuronStats:
         arrays = {name: t.cpu().numpy().astype(NEURON_FIELDS[name][1])
                   for name, t in self.acc.items()}
+        arrays["finite"] += self._all_finite
         return NeuronStats({k: np.asarray(v) for k, v in arrays.items()}, self.samples,
                            self.elements)

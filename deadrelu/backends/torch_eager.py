@@ -176,11 +176,14 @@ def _make_hooks(state: _CaptureState, path: str, module: torch.nn.Module
             z = args[0]
             kind_name, params = _module_params(kind.name, mod)
             name = state.registry.name_call(path)
-            acc = state.registry.accumulator(
-                name, kind_name, params, z, channels_first=state.is_channels_first(z),
-                call="module", module=path)
-            weight = getattr(mod, "weight", None) if kind_name == "prelu" else None
-            frame.finite = acc.observe_input(z, weight)
+            # Our own reductions must not pass through our function mode: dozens of
+            # intercepted calls per site otherwise.
+            with torch._C.DisableTorchFunction():
+                acc = state.registry.accumulator(
+                    name, kind_name, params, z, channels_first=state.is_channels_first(z),
+                    call="module", module=path)
+                weight = getattr(mod, "weight", None) if kind_name == "prelu" else None
+                frame.finite = acc.observe_input(z, weight)
             frame.site = name
         if fast_path:
             _suspend(state)
@@ -188,8 +191,9 @@ def _make_hooks(state: _CaptureState, path: str, module: torch.nn.Module
 
     def hook(mod: torch.nn.Module, args: tuple[Any, ...], out: Any) -> None:
         frame = state.stack.pop()
-        if frame.site is not None and frame.finite is not None and isinstance(out, torch.Tensor):
-            state.registry.accs[frame.site].observe_output(out, frame.finite)
+        if frame.site is not None and isinstance(out, torch.Tensor):
+            with torch._C.DisableTorchFunction():
+                state.registry.accs[frame.site].observe_output(out, frame.finite)
             state.mark_recorded()
             if args and isinstance(args[0], torch.Tensor) \
                     and state.is_channels_first(args[0]) and out.ndim == 3:
