@@ -210,3 +210,10 @@ def test_compensate_reports_drift_with_and_without(tmp_path: Path) -> None:
 def test_help_has_an_example() -> None:
     r = run("patch", "--help")
     assert r.exit_code == 0 and "Example: deadrelu patch" in r.stdout
+
+
+def test_sites_of_a_kind_patch_cannot_rewrite_are_refused(tmp_path: Path) -> None:
+    func = FIXTURES["functional"]
+    r = run("patch", str(GENERATED / func["files"]["export"]), "--data",
+            str(GENERATED / func["data"]), "--sites", "mlp/gelu", "-o", str(tmp_path / "x.pt2"))
+    assert_user_error(r, "--sites 'mlp/gelu' matches only gelu sites", "ReLU and ReLU6")

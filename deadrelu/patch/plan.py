@@ -151,10 +151,15 @@ def make_plan(scan: Any, *, target: str = "leaky", alpha: float | None = None,
         raise DeadReluError(f"--kinds {','.join(bad)}: patch rewrites ReLU and ReLU6 sites "
                             f"only (relu, relu6); a {bad[0]} site has no dead-ReLU rewrite")
     for pattern in sites:
-        if not any(fnmatch.fnmatchcase(s.name, pattern) for s in scan.sites):
+        hits = [s for s in scan.sites if fnmatch.fnmatchcase(s.name, pattern)]
+        if not hits:
             names = ", ".join(s.name for s in scan.sites[:8]) or "none"
             raise DeadReluError(f"--sites {pattern!r} matches no site of the model (sites: "
                                 f"{names}{' …' if len(scan.sites) > 8 else ''})")
+        other = sorted({s.info.kind for s in hits} - set(PATCHABLE_KINDS))
+        if len(other) == len({s.info.kind for s in hits}):
+            raise DeadReluError(f"--sites {pattern!r} matches only {', '.join(other)} sites; "
+                                f"--to {target} rewrites ReLU and ReLU6 sites only")
     planned = []
     for site in scan.sites:
         if site.info.kind not in kinds or site.dead_count == 0:
