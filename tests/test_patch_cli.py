@@ -217,3 +217,23 @@ def test_sites_of_a_kind_patch_cannot_rewrite_are_refused(tmp_path: Path) -> Non
     r = run("patch", str(GENERATED / func["files"]["export"]), "--data",
             str(GENERATED / func["data"]), "--sites", "mlp/gelu", "-o", str(tmp_path / "x.pt2"))
     assert_user_error(r, "--sites 'mlp/gelu' matches only gelu sites", "ReLU and ReLU6")
+
+
+def test_readme_shows_the_real_output_of_its_patch_command(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Patch dead ReLUs", 1)[1]
+    command, rest = section.split("```bash\n", 1)[1].split("\n```\n", 1)
+    shown = rest.split("```\n", 1)[1].split("\n```", 1)[0]
+    args = command.split()
+    assert args[:2] == ["deadrelu", "patch"]
+    args = [str(ROOT / a) if a.startswith("fixtures/generated") else a for a in args[1:]]
+    monkeypatch.chdir(tmp_path)  # -o digits_fixed.pt2 lands here
+    (tmp_path / "fixtures").symlink_to(ROOT / "fixtures")  # --arch fixtures/nets.py:…
+    r = run(*args)
+    assert r.exit_code == 0, r.stderr
+    got = "\n".join(line.rstrip() for line in r.stdout.strip().splitlines())
+    assert got == shown.strip()

@@ -77,8 +77,8 @@ def render_table(r: PatchResult, console: Any) -> None:
     from rich.table import Table
 
     console.print("[bold]deadrelu patch[/bold]" + (" (dry run)" if r.status == "dry-run" else ""))
-    console.print()
     if r.status == "nothing":
+        console.print()
         console.print("nothing to patch: no " + "/".join(r.plan.kinds) + " site with a dead "
                       "neuron matches the selection")
         return
