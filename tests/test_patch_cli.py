@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def test_table_shows_before_after_and_drift(tmp_path: Path) -> None:
     assert "output drift: max |Δ|" in r.stdout and "relative L2" in r.stdout
     assert "argmax agreement" in r.stdout
     assert files_in(tmp_path) == {"fixed.pt2"}  # no temporary file left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_json_record_has_plan_changes_and_drift(tmp_path: Path) -> None:

@@ -506,6 +506,9 @@ class _Job:
                 import torch
 
                 torch.save(self.patched, str(tmp))
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model file is a normal file
             os.replace(tmp, out)
         except OSError as exc:
             raise DeadReluError(f"cannot write: {exc.strerror}", path=out) from None
