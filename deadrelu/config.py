@@ -57,6 +57,9 @@ KEYS: dict[str, Key] = {
     "std": Key("csv"),
     "drop-columns": Key("csv"),
     "fast-path": Key("bool"),
+    "distributed": Key("bool", ("scan",)),
+    "dtype": Key("str", ("scan",)),
+    "num-workers": Key("count", ("scan",)),
     # output
     "format": Key("format", param="output_format"),
     "output": Key("path"),

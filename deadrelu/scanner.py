@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deadrelu.data import DataSource, InputSpec, open_data, parse_input_shapes
+from deadrelu.distributed import launched
 from deadrelu.errors import DeadReluError
 from deadrelu.report.model import DataInfo, ModelInfo, ScanResult
 from deadrelu.stats import Settings
@@ -66,16 +67,22 @@ def scan(
     std: Sequence[float] | None = None,
     drop_columns: Sequence[str] = (),
     fast_path: bool = True,
+    distributed: bool | None = None,
+    dtype: str | None = None,
+    num_workers: int = 0,
     on_start: Callable[[int | None], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> ScanResult:
     """Scan ``model`` (a file path or an ``nn.Module``) on ``data`` (see :func:`open_data`).
 
     Every number in the result is a statement about the scanned data.
+
+    ``distributed``: shard the batches over the torchrun process group and combine the
+    statistics (None: when launched by torchrun with two or more processes; see
+    :mod:`deadrelu.distributed`). ``dtype``: ``float16`` / ``bfloat16`` weights and inputs
+    (torch models). ``num_workers``: batches a background thread prepares ahead (0: none).
     """
     import torch
-
-    from deadrelu.backends.sites import SiteRegistry
 
     settings = settings or Settings()
     _check_settings(settings)
@@ -96,6 +103,46 @@ def scan(
                             "mps)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeadReluError(f"--device {device}: CUDA is not available on this machine")
+    low_precision = _set_dtype(backend, dtype)
+    group = None
+    if distributed or (distributed is None and launched()):
+        from deadrelu.distributed import join, local_device
+
+        dev = local_device(dev)
+        group = join(dev)
+    try:
+        return _run(backend, source, data, dev, settings, channel_axis, fast_path, group,
+                    num_workers, low_precision, model_info, on_start, on_batch)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _set_dtype(backend: Any, dtype: str | None) -> str | None:
+    """--dtype on a torch backend; returns the precision caveat for the report's notes."""
+    if dtype is None:
+        return None
+    import torch
+
+    if dtype not in ("float16", "bfloat16"):
+        raise DeadReluError(f"--dtype {dtype!r}: choose float16 or bfloat16")
+    if not hasattr(backend, "dtype"):
+        raise DeadReluError(f"--dtype applies to PyTorch models; a {backend.format} model "
+                            "runs in the precision it was saved in")
+    backend.dtype = getattr(torch, dtype)
+    return (f"Scanned in {dtype}: lower precision rounds small pre-activations, so an element "
+            "can become exactly zero or change sign; dead counts can differ from a float32 "
+            "scan, most of all for neurons whose margin is tiny.")
+
+
+def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settings,
+         channel_axis: int | None, fast_path: bool, group: Any, num_workers: int,
+         low_precision: str | None, model_info: ModelInfo,
+         on_start: Callable[[int | None], None] | None,
+         on_batch: Callable[[int], None] | None) -> ScanResult:
+    from deadrelu.backends.sites import SiteRegistry
+    from deadrelu.loader import prefetch
+
     registry = SiteRegistry(settings, channel_axis, dev)
     seen = 0
 
@@ -108,11 +155,21 @@ def scan(
     if on_start is not None:
         on_start(source.samples)
     label = str(data) if isinstance(data, str) else source.description
-    results = backend.run(source.batches(), registry, source=label, on_batch=count,
-                          fast_path=fast_path)
+    batches = source.batches()
+    if group is not None:
+        batches = group.shard(batches)
+    pin = dev.type == "cuda" and hasattr(backend, "dtype")  # torch backends take tensors
+    results = backend.run(prefetch(batches, num_workers, pin=pin), registry, source=label,
+                          on_batch=count, fast_path=fast_path)
+    notes = list(registry.notes)
+    if group is not None:
+        from deadrelu.distributed import reduce_results
+
+        results, seen, notes = reduce_results(group, results, seen, notes)
     if seen == 0:
         raise DeadReluError("the data set has no samples", path=label)
-    notes = list(registry.notes)
+    if low_precision:
+        notes.append(low_precision)
     if source.synthetic:
         notes.insert(0, "No --data given: the model ran on synthetic inputs "
                         f"({source.description}). Dead counts describe that noise, not your "
@@ -121,6 +178,8 @@ def scan(
         notes.append("The model has no activation sites deadrelu knows (ReLU family, GELU, "
                      "SiLU, Sigmoid, Tanh, …): nothing to report.")
     extra: dict[str, Any] = {"channel_axis": channel_axis, "device": str(dev)}
+    if low_precision:
+        extra["dtype"] = str(getattr(backend, "dtype", "")).replace("torch.", "")
     return ScanResult.build(model_info, DataInfo(source.description, seen, source.synthetic),
                             settings, results, notes, extra)
 

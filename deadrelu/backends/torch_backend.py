@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack, contextmanager
@@ -63,9 +64,10 @@ def _module_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _to_tensor(array: np.ndarray, dtype: torch.dtype | None, device: torch.device
-               ) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(array))
+def _to_tensor(array: np.ndarray | torch.Tensor, dtype: torch.dtype | None,
+               device: torch.device) -> torch.Tensor:
+    # A tensor comes from the prefetch thread, pinned when the device is a GPU.
+    t = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
     if dtype is not None and t.is_floating_point() and t.dtype != dtype:
         t = t.to(dtype)
     return t.to(device, non_blocking=True)
@@ -124,6 +126,7 @@ class TorchBackend:
     inputs: list[InputSpec]
     module: torch.nn.Module | None = None  # eager
     program: Any = None  # torch.export.ExportedProgram
+    dtype: torch.dtype | None = None  # --dtype: run weights and float inputs in this type
 
     def image_channels(self) -> int | None:
         if self.module is not None:
@@ -145,17 +148,21 @@ class TorchBackend:
             stack.enter_context(torch.no_grad())
             stack.enter_context(_fast_path(fast_path))
             if self.program is not None:
-                fn: torch.nn.Module = self.program.module().to(device)
+                fn: torch.nn.Module = self.program.module().to(device=device, dtype=self.dtype)
                 instrument(fn, registry)  # type: ignore[arg-type]
                 dtypes = [getattr(torch, s.dtype, None) for s in self.inputs]
             else:
                 assert self.module is not None
                 fn = self.module
+                if self.dtype is not None and self.format == "torch-module":
+                    fn = copy.deepcopy(fn)  # never cast the caller's own weights
                 was_training = fn.training
                 stack.callback(fn.train, was_training)  # restore the caller's mode
-                fn.to(device).eval()
+                fn.to(device=device, dtype=self.dtype).eval()
                 stack.enter_context(capture(fn, registry))
                 dtypes = [_module_dtype(fn)] * len(self.inputs)
+            if self.dtype is not None:
+                dtypes = [self.dtype] * len(self.inputs)  # _to_tensor casts floats only
             for batch in batches:
                 check_shapes(batch, self.inputs, source)
                 args = [_to_tensor(batch[s.name], dt, device)

@@ -44,12 +44,15 @@ def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str |
              trust_pickle: bool, input_shape: str | None, batch_size: int,
              samples: int | None, device: str, eps: float, tau: float, min_active: float,
              channel_axis: int | None, image_size: str | None, mean: str | None,
-             std: str | None, drop_columns: str | None, fast_path: bool):
+             std: str | None, drop_columns: str | None, fast_path: bool,
+             distributed: bool | None = None, dtype: str | None = None, num_workers: int = 0):
     """The library call behind scan/check/patch, with CLI progress and warnings."""
+    from deadrelu.distributed import is_primary
     from deadrelu.scanner import scan
     from deadrelu.stats import Settings
 
-    progress = DelayedProgress()
+    primary = is_primary()  # under torchrun only rank 0 shows progress and warnings
+    progress = DelayedProgress(enabled=primary)
     try:
         result = scan(
             str(model), data, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
@@ -58,10 +61,11 @@ def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str |
             channel_axis=channel_axis, image_size=parse_image_size(image_size),
             mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
             drop_columns=[c.strip() for c in drop_columns.split(",")] if drop_columns else (),
-            fast_path=fast_path, on_start=progress.on_start, on_batch=progress.on_batch)
+            fast_path=fast_path, distributed=distributed, dtype=dtype, num_workers=num_workers,
+            on_start=progress.on_start, on_batch=progress.on_batch)
     finally:
         progress.close()
-    for note in result.notes:
+    for note in result.notes if primary else ():
         warn(note)
     return result
 
@@ -89,6 +93,16 @@ def scan_command(
     std: StdOpt = None,
     drop_columns: DropColumnsOpt = None,
     fast_path: FastPathOpt = True,
+    distributed: bool | None = typer.Option(
+        None, "--distributed/--no-distributed",
+        help="Shard the data over the torchrun processes and combine their statistics "
+        "(default: on when launched by torchrun with 2+ processes). Rank 0 writes."),
+    dtype: str | None = typer.Option(
+        None, help="Run a PyTorch model in float16 or bfloat16 (GPU scans). Lower precision "
+        "can change which elements are exactly zero: the report says so."),
+    num_workers: int = typer.Option(
+        0, "--num-workers", min=0, help="Batches a background thread prepares ahead while "
+        "the model runs (0: none)."),
     config: ConfigOpt = None,
 ) -> None:
     """Scan MODEL on data and report dead, dormant and saturated neurons per site.
@@ -100,7 +114,12 @@ def scan_command(
     with user_errors():
         result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
                           batch_size, samples, device, eps, tau, min_active, channel_axis,
-                          image_size, mean, std, drop_columns, fast_path)
+                          image_size, mean, std, drop_columns, fast_path, distributed, dtype,
+                          num_workers)
+        from deadrelu.distributed import is_primary
+
+        if not is_primary():  # every rank has the combined result; rank 0 reports it
+            return
         if per_neuron is not None:
             site = result.site(per_neuron)
             if output_format is OutputFormat.json:

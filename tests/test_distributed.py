@@ -1,0 +1,70 @@
+"""torchrun: two gloo processes on the CPU give exactly the single-process scan.
+
+The data are sharded by batch (batch i on rank i % 2), the per-neuron statistics combined with
+torch.distributed as each declares (sum / min / max), and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import FIXTURES, GENERATED, ROOT
+
+SCAN = ["-m", "deadrelu", "scan", str(GENERATED / FIXTURES["digits_cnn"]["files"]["state_dict"]),
+        "--arch", FIXTURES["digits_cnn"]["arch"],
+        "--data", str(GENERATED / FIXTURES["digits_cnn"]["data"]), "--format", "json"]
+
+
+def _run(args: list[str], processes: int | None) -> subprocess.CompletedProcess[str]:
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={processes}"] if processes else [sys.executable])
+    return subprocess.run([*launch, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=_env())
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _without_abs_sum(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[float]]]:
+    sums = [site["accumulators"].pop("abs_sum") for site in report["sites"]]
+    return report, sums
+
+
+@pytest.mark.parametrize("extra", [
+    ["--batch-size", "48"],  # 11 batches: rank 0 runs 6, rank 1 runs 5
+    ["--batch-size", "32", "--samples", "32"],  # 1 batch: rank 1 sees no site at all
+], ids=["uneven-shards", "idle-rank"])
+def test_two_processes_equal_one_process(extra: list[str]) -> None:
+    single = _run([*SCAN, *extra], None)
+    assert single.returncode == 0, single.stderr
+    double = _run([*SCAN, *extra], 2)
+    assert double.returncode == 0, double.stderr
+    # Rank 0 alone writes: stdout is exactly one JSON document.
+    one, one_sums = _without_abs_sum(json.loads(single.stdout))
+    two, two_sums = _without_abs_sum(json.loads(double.stdout))
+    assert two == one  # every count, extreme, derived figure, sample count and note
+    for a, b in zip(one_sums, two_sums, strict=True):
+        # A float64 sum: equal up to the order of the additions (stats.py).
+        np.testing.assert_allclose(np.array(a, dtype=float), np.array(b, dtype=float),
+                                   rtol=1e-12)
+    assert one["summary"]["dead"] > 0 and one["data"]["samples"] == two["data"]["samples"]
+
+
+def test_distributed_flag_outside_torchrun_is_a_one_line_error() -> None:
+    result = _run([*SCAN, "--distributed"], None)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "torchrun" in lines[0], result.stderr
+    assert result.stdout == ""
