@@ -121,9 +121,10 @@ def planned_sites(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, str, st
         module_kind = _MODULE_CLASS_KINDS.get(cls_name)
         if module_kind is not None and path:
             base, call, module = path, "module", path
-            if module_kind in ("relu6", "hardtanh"):
-                kind = "hardtanh"  # refined from the (lo, hi) arguments at run time
-            elif KIND_BY_NAME[module_kind].family == KIND_BY_NAME[kind].family:
+            # A clamp module's hardtanh is refined from its (lo, hi) at run time; any other op
+            # inside one (a patched ReLU6) keeps its own kind.
+            if module_kind not in ("relu6", "hardtanh") and \
+                    KIND_BY_NAME[module_kind].family == KIND_BY_NAME[kind].family:
                 kind = module_kind
         else:
             base, call, module = f"{path or ROOT}/{kind}", "functional", path or ROOT
