@@ -22,6 +22,8 @@ from deadrelu.stats import NEURON_FIELDS, NeuronStats
 
 # Per-(sample, channel) counts are float32 sums of 0/1: exact below 2**24 elements.
 _EXACT_COUNT = 2**24
+# Largest scratch buffer of the fast path, in elements (8 MiB of float32).
+_SCRATCH = 2**21
 # Kinds whose output is >= 0 wherever the input is finite: |h| = h.
 _NONNEGATIVE = frozenset({"relu", "relu6", "softplus", "sigmoid", "hardsigmoid"})
 
@@ -81,6 +83,17 @@ def prelu_always_active(weight: torch.Tensor, eps: float, z: torch.Tensor) -> to
     shape = [1] * z.ndim
     shape[1] = weight.numel()
     return always.reshape(shape)
+
+
+def _scratch(v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """``v`` split along its sample axis into parts of at most _SCRATCH elements (one part
+    when a sample is larger), and a buffer the size of the largest part: the scan's extra
+    memory stays bounded however large an activation is."""
+    row = max(1, v[0].numel())
+    rows = max(1, _SCRATCH // row)
+    parts = v.split(rows) if v.shape[0] > rows else (v,)
+    return parts, torch.empty((min(rows, v.shape[0]), *v.shape[1:]), dtype=v.dtype,
+                              device=v.device)
 
 
 class TorchSiteAccumulator:
@@ -145,10 +158,12 @@ class TorchSiteAccumulator:
         buffer, counted per (sample, channel) in float32 (exact below 2**24 elements)."""
         a, p, _, q = v.shape
         per = p * q
-        buf = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+        parts, buf = _scratch(v)
 
         def count(op: Any, bound: float) -> torch.Tensor:
-            return op(v, bound, out=buf).sum(dim=(1, 3), dtype=torch.float32)
+            sums = [op(part, bound, out=buf[:len(part)]).sum(dim=(1, 3), dtype=torch.float32)
+                    for part in parts]
+            return sums[0] if len(sums) == 1 else torch.cat(sums)
 
         acc = self.acc
         active: torch.Tensor | None = None
@@ -215,8 +230,13 @@ class TorchSiteAccumulator:
             h = h.reshape(1)
         if finite is None:  # the fast path: every input, so every output, was finite
             v = self._view(h)
-            magnitude = v if self._nonnegative else v.abs()
-            self.acc["abs_sum"] += magnitude.sum(dim=(1, 3)).to(torch.float64).sum(dim=0)
+            if self._nonnegative:
+                sums = v.sum(dim=(1, 3))
+            else:
+                parts, buf = _scratch(v)
+                sums = torch.cat([torch.abs(part, out=buf[:len(part)]).sum(dim=(1, 3))
+                                  for part in parts])
+            self.acc["abs_sum"] += sums.to(torch.float64).sum(dim=0)
             return
         if h.ndim == 1:
             h = h.reshape(-1, 1)

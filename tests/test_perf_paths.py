@@ -77,6 +77,19 @@ def test_fast_path_with_a_channel_axis_override(axis: int) -> None:
                  _scan("gelu", shape, False, batches, axis))
 
 
+def test_large_activations_are_counted_in_bounded_parts(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    import deadrelu.measure
+
+    shape = (9, 4, 5, 6)
+    rule = SiteRule("gelu", {"approximate": "none"}, 1e-3)
+    batches = [_batch(shape, rule, seed) for seed in range(2)]
+    whole = _scan("gelu", shape, True, batches)
+    monkeypatch.setattr(deadrelu.measure, "_SCRATCH", 2 * 4 * 5 * 6)  # parts of 2 samples
+    _assert_same(_scan("gelu", shape, True, batches), whole)
+    _assert_same(_scan("gelu", shape, False, batches), whole)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_a_batch_with_non_finite_values_takes_the_masked_path(bad: float) -> None:
     shape = (4, 3, 5)

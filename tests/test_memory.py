@@ -1,0 +1,57 @@
+"""Peak memory of a scan: that of plain inference plus O(neurons), whatever the sample count.
+
+Each figure comes from a fresh process (tests/memory_probe.py) with glibc told to return every
+large block on free, so the resident set's high-water mark measures what a run holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+PROBE = Path(__file__).with_name("memory_probe.py")
+MiB = 2**20
+
+pytestmark = pytest.mark.skipif(
+    not os.access("/proc/self/clear_refs", os.W_OK),
+    reason="needs Linux /proc/self/clear_refs to reset the resident-set high-water mark")
+
+
+@cache
+def peak(mode: str, kind: str, batches: int) -> tuple[int, int]:
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(PROBE), mode, kind, str(batches)], env=env,
+                         capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(result["peak"]), int(result["neurons"])
+
+
+def test_conv_scan_peaks_like_plain_inference() -> None:
+    plain, _ = peak("plain", "conv", 3)
+    scanned, _ = peak("scan", "conv", 3)
+    # One activation of a batch here is 16*32*64*64*4 B = 8 MiB: holding one more than plain
+    # inference does would break this bound.
+    assert plain > 8 * MiB
+    assert scanned <= 1.1 * plain + 1 * MiB, (scanned, plain)
+
+
+def test_conv_scan_memory_does_not_grow_with_samples() -> None:
+    few, _ = peak("scan", "conv", 3)
+    many, _ = peak("scan", "conv", 30)  # 10x the samples
+    assert abs(many - few) <= 2 * MiB, (few, many)
+
+
+def test_wide_model_memory_is_proportional_to_neurons_not_samples() -> None:
+    plain, neurons = peak("plain", "wide", 3)
+    few, _ = peak("scan", "wide", 3)
+    many, _ = peak("scan", "wide", 30)
+    assert neurons > 100_000
+    # Eight 8-byte accumulators per neuron, their numpy copy and the derived flags.
+    assert few <= 1.1 * plain + 256 * neurons, (few, plain, neurons)
+    assert abs(many - few) <= 2 * MiB, (few, many)
