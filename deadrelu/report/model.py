@@ -14,6 +14,7 @@ from deadrelu import __version__
 from deadrelu.activations import KIND_BY_NAME
 from deadrelu.backends.sites import SiteInfo, SiteResult
 from deadrelu.errors import DeadReluError
+from deadrelu.report.compact import stats_from_dict, stats_to_dict
 from deadrelu.stats import NeuronStats, Settings, SiteFigures, derive
 
 SCHEMA_VERSION = 1
@@ -84,7 +85,7 @@ class Site:
             "cap_fraction": f.cap_fraction,
             "margin": f.margin,
             "nan": f.nonfinite,
-            "accumulators": self.stats.to_dict(),
+            "accumulators": stats_to_dict(self.stats),  # packed for very wide sites
         }
         if self.dead_word == "saturated":
             d["saturated"] = self.dead_count
@@ -200,7 +201,7 @@ class ScanResult:
                 info = SiteInfo(site["name"], site["kind"], site["channel_axis"],
                                 site["neurons"], tuple(site["shape"]), site["call"],
                                 site["module"], dict(site.get("params") or {}))
-                results.append(SiteResult(info, NeuronStats.from_dict(site["accumulators"])))
+                results.append(SiteResult(info, stats_from_dict(site["accumulators"])))
             m, data = d["model"], d["data"]
             return cls.build(ModelInfo(m["path"], m["format"], m.get("sha256")),
                              DataInfo(data["source"], data["samples"], data["synthetic"]),
