@@ -99,3 +99,16 @@ def test_a_batch_with_non_finite_values_takes_the_masked_path(bad: float) -> Non
     fast = _scan("relu", shape, True, batches)
     _assert_same(fast, _scan("relu", shape, False, batches))
     assert fast.arrays["finite"][3] == 3 * 4 * 3 - 1  # neurons on the last axis
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_in_small_feature_maps_are_caught(bad: float) -> None:
+    # 2x2 maps take the max-pool / matmul reductions of the fast path; they must still see
+    # a single NaN or Inf and send the batch down the masked path.
+    shape = (4, 3, 2, 2)
+    rule = SiteRule("relu", {}, 1e-3)
+    batches = [_batch(shape, rule, seed) for seed in range(3)]
+    batches[1][2, 1, 1, 0] = bad
+    fast = _scan("relu", shape, True, batches)
+    _assert_same(fast, _scan("relu", shape, False, batches))
+    assert fast.arrays["finite"][1] == 3 * 4 * 4 - 1
