@@ -64,6 +64,8 @@ KEYS: dict[str, Key] = {
     "format": Key("format", param="output_format"),
     "output": Key("path"),
     "per-neuron": Key("str", ("scan",)),
+    "html": Key("path", ("scan",)),
+    "plot": Key("bool", ("scan",)),
     # check: thresholds, baseline, CI outputs
     "scan": Key("path", CHECK, param="scan_report"),
     "max-dead-rate": Key("rate", CHECK),

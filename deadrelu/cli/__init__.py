@@ -9,6 +9,7 @@ from deadrelu.cli.check import check_command
 from deadrelu.cli.diff import diff_command
 from deadrelu.cli.merge import merge_command
 from deadrelu.cli.patch import patch_command
+from deadrelu.cli.report import report_command
 from deadrelu.cli.scan import scan_command
 from deadrelu.cli.sites import sites_command
 
@@ -42,6 +43,7 @@ app.command("patch")(patch_command)
 app.command("merge")(merge_command)
 app.command("diff")(diff_command)
 app.command("sites")(sites_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

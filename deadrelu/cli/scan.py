@@ -30,6 +30,7 @@ from deadrelu.cli.common import (
     StdOpt,
     TauOpt,
     TrustPickleOpt,
+    check_writable,
     parse_floats,
     parse_image_size,
     user_errors,
@@ -37,6 +38,7 @@ from deadrelu.cli.common import (
     write_output,
     write_rich,
 )
+from deadrelu.cli.report import HtmlOpt, PlotOpt, emit_plot, write_html
 from deadrelu.errors import DeadReluError
 
 
@@ -45,7 +47,8 @@ def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str |
              samples: int | None, device: str, eps: float, tau: float, min_active: float,
              channel_axis: int | None, image_size: str | None, mean: str | None,
              std: str | None, drop_columns: str | None, fast_path: bool,
-             distributed: bool | None = None, dtype: str | None = None, num_workers: int = 0):
+             distributed: bool | None = None, dtype: str | None = None, num_workers: int = 0,
+             compile_model: bool = False):
     """The library call behind scan/check/patch, with CLI progress and warnings."""
     from deadrelu.distributed import is_primary
     from deadrelu.scanner import scan
@@ -62,7 +65,7 @@ def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str |
             mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
             drop_columns=[c.strip() for c in drop_columns.split(",")] if drop_columns else (),
             fast_path=fast_path, distributed=distributed, dtype=dtype, num_workers=num_workers,
-            on_start=progress.on_start, on_batch=progress.on_batch)
+            compile=compile_model, on_start=progress.on_start, on_batch=progress.on_batch)
     finally:
         progress.close()
     for note in result.notes if primary else ():
@@ -103,6 +106,11 @@ def scan_command(
     num_workers: int = typer.Option(
         0, "--num-workers", min=0, help="Batches a background thread prepares ahead while "
         "the model runs (0: none)."),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="Run a PyTorch model through torch.compile, the statistics "
+        "computed inside the compiled graph (fused with each activation)."),
+    html: HtmlOpt = None,
+    plot: PlotOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Scan MODEL on data and report dead, dormant and saturated neurons per site.
@@ -112,14 +120,18 @@ def scan_command(
     from deadrelu.report import render
 
     with user_errors():
+        if html is not None:  # fail before the scan, not after it
+            check_writable(html, inputs=[model])
         result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
                           batch_size, samples, device, eps, tau, min_active, channel_axis,
                           image_size, mean, std, drop_columns, fast_path, distributed, dtype,
-                          num_workers)
+                          num_workers, compile_model)
         from deadrelu.distributed import is_primary
 
         if not is_primary():  # every rank has the combined result; rank 0 reports it
             return
+        if html is not None:
+            write_html(result, html)
         if per_neuron is not None:
             site = result.site(per_neuron)
             if output_format is OutputFormat.json:
@@ -135,6 +147,8 @@ def scan_command(
             write_output(render.render_markdown(result), output)
         else:
             write_rich(lambda c: render.render_table(result, c), output)
+        if plot:
+            emit_plot(result, output_format, output)
 
 
 __all__ = ["DeadReluError", "run_scan", "scan_command"]

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deadrelu.report.model import ScanResult, Site
+from deadrelu.report.plot import spark
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
@@ -88,10 +89,15 @@ def render_table(result: ScanResult, console: Console) -> None:
         table.add_column(col, justify="left" if col in ("site", "kind") else "right",
                          no_wrap=col != "site",
                          min_width=min(longest, 40) if col == "site" else None)
+        if col == "dead%":
+            # The dead rate as a one-character bar: read down, the column is a sparkline
+            # of where the network dies; one character keeps the table within 80 columns.
+            table.add_column("", no_wrap=True)
     for site in result.sites:
-        row = site_row(site)
+        cells: list[str | Text] = list(site_row(site))
+        cells.insert(COLUMNS.index("dead%") + 1, Text(spark(site.dead_rate), style="red"))
         style = "red" if site.dead_count else None
-        table.add_row(*row, style=style)
+        table.add_row(*cells, style=style)
     console.print(table)
     for line in summary_lines(result):
         console.print(Text(line))
