@@ -60,6 +60,7 @@ KEYS: dict[str, Key] = {
     "distributed": Key("bool", ("scan",)),
     "dtype": Key("str", ("scan",)),
     "num-workers": Key("count", ("scan",)),
+    "compile": Key("bool", ("scan",), param="compile_model"),
     # output
     "format": Key("format", param="output_format"),
     "output": Key("path"),

@@ -70,6 +70,7 @@ def scan(
     distributed: bool | None = None,
     dtype: str | None = None,
     num_workers: int = 0,
+    compile: bool = False,
     on_start: Callable[[int | None], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> ScanResult:
@@ -81,6 +82,8 @@ def scan(
     statistics (None: when launched by torchrun with two or more processes; see
     :mod:`deadrelu.distributed`). ``dtype``: ``float16`` / ``bfloat16`` weights and inputs
     (torch models). ``num_workers``: batches a background thread prepares ahead (0: none).
+    ``compile``: run a PyTorch model through ``torch.compile`` with the statistics computed
+    inside the compiled graph (see :mod:`deadrelu.backends.torch_compile`).
     """
     import torch
 
@@ -104,6 +107,11 @@ def scan(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeadReluError(f"--device {device}: CUDA is not available on this machine")
     low_precision = _set_dtype(backend, dtype)
+    if compile:
+        if not hasattr(backend, "compile"):
+            raise DeadReluError(f"--compile applies to PyTorch models (a module, a checkpoint "
+                                f"or a .pt2); a {backend.format} model cannot be compiled")
+        backend.compile = True
     group = None
     if distributed or (distributed is None and launched()):
         from deadrelu.distributed import join, local_device
@@ -178,6 +186,8 @@ def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settin
         notes.append("The model has no activation sites deadrelu knows (ReLU family, GELU, "
                      "SiLU, Sigmoid, Tanh, …): nothing to report.")
     extra: dict[str, Any] = {"channel_axis": channel_axis, "device": str(dev)}
+    if getattr(backend, "compile", False):
+        extra["compile"] = True
     if low_precision:
         extra["dtype"] = str(getattr(backend, "dtype", "")).replace("torch.", "")
     return ScanResult.build(model_info, DataInfo(source.description, seen, source.synthetic),

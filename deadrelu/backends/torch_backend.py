@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from deadrelu.backends.sites import SiteRegistry, SiteResult
+from deadrelu.backends.torch_compile import CompiledScan
 from deadrelu.backends.torch_eager import capture
 from deadrelu.backends.torch_export import instrument, planned_sites
 from deadrelu.data import InputSpec
@@ -118,6 +119,10 @@ def _fast_path(enabled: bool) -> Any:
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
+def _compiled(scan: CompiledScan) -> Callable[..., None]:
+    return lambda *args: scan(args)
+
+
 @dataclass
 class TorchBackend:
     """An eager module or an exported program, with its inputs, ready to scan."""
@@ -127,6 +132,7 @@ class TorchBackend:
     module: torch.nn.Module | None = None  # eager
     program: Any = None  # torch.export.ExportedProgram
     dtype: torch.dtype | None = None  # --dtype: run weights and float inputs in this type
+    compile: bool = False  # --compile: statistics inside a torch.compile'd graph
 
     def image_channels(self) -> int | None:
         if self.module is not None:
@@ -147,20 +153,30 @@ class TorchBackend:
         with ExitStack() as stack:
             stack.enter_context(torch.no_grad())
             stack.enter_context(_fast_path(fast_path))
+            fn: Callable[..., Any]
             if self.program is not None:
-                fn: torch.nn.Module = self.program.module().to(device=device, dtype=self.dtype)
-                instrument(fn, registry)  # type: ignore[arg-type]
+                gm = self.program.module().to(device=device, dtype=self.dtype)
+                if self.compile:
+                    fn = _compiled(CompiledScan(registry, graph=gm))
+                else:
+                    instrument(gm, registry)
+                    fn = gm
                 dtypes = [getattr(torch, s.dtype, None) for s in self.inputs]
             else:
                 assert self.module is not None
-                fn = self.module
+                module = self.module
                 if self.dtype is not None and self.format == "torch-module":
-                    fn = copy.deepcopy(fn)  # never cast the caller's own weights
-                was_training = fn.training
-                stack.callback(fn.train, was_training)  # restore the caller's mode
-                fn.to(device=device, dtype=self.dtype).eval()
-                stack.enter_context(capture(fn, registry))
-                dtypes = [_module_dtype(fn)] * len(self.inputs)
+                    module = copy.deepcopy(module)  # never cast the caller's own weights
+                was_training = module.training
+                stack.callback(module.train, was_training)  # restore the caller's mode
+                module.to(device=device, dtype=self.dtype).eval()
+                if self.compile:
+                    fn = _compiled(CompiledScan(registry, module=module,
+                                                cache_key=self.module))
+                else:
+                    stack.enter_context(capture(module, registry))
+                    fn = module
+                dtypes = [_module_dtype(module)] * len(self.inputs)
             if self.dtype is not None:
                 dtypes = [self.dtype] * len(self.inputs)  # _to_tensor casts floats only
             for batch in batches:

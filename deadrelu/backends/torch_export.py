@@ -73,6 +73,13 @@ def _channels_first(node: torch.fx.Node) -> bool:
     return False
 
 
+def site_params(kind: str, args: Any, kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """Kind and parameters of an activation node from its arguments (a relu6 op is fixed)."""
+    if kind == "relu6":
+        return "relu6", {"lo": 0.0, "hi": 6.0}
+    return call_params(kind, args, kwargs)
+
+
 @dataclass(eq=False)  # hashed by identity: FX keeps node targets in a lookup table
 class _Observed:
     """Replaces an activation node's target: measures, then calls the original op."""
@@ -89,9 +96,7 @@ class _Observed:
         z = args[0] if args else kwargs.get("self", kwargs.get("input"))
         if not isinstance(z, torch.Tensor) or not z.is_floating_point():
             return self.op(*args, **kwargs)
-        kind, params = call_params(self.kind, args, kwargs)
-        if self.kind == "relu6":
-            kind, params = "relu6", {"lo": 0.0, "hi": 6.0}
+        kind, params = site_params(self.kind, args, kwargs)
         acc = self.registry.accumulator(self.name, kind, params, z,
                                         channels_first=self.channels_first, call=self.call,
                                         module=self.module)
