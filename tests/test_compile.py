@@ -70,10 +70,10 @@ class _Net(nn.Module):
         return torch.nn.functional.gelu(self.act(self.fc(h.flatten(1)) * 3))
 
 
-def _source(x: np.ndarray, batch: int = 8) -> DataSource:
+def _source(x: np.ndarray, batch: int = 8, name: str = "x") -> DataSource:
     def batches():
         for i in range(0, len(x), batch):
-            yield {"x": x[i:i + batch]}
+            yield {name: x[i:i + batch]}
     return DataSource(f"{len(x)} samples", False, len(x), batches)
 
 
@@ -130,3 +130,16 @@ def test_compile_refuses_onnx_and_torchscript_in_one_line(suffix: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--compile applies to PyTorch models" in lines[0], lines
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_many_models_compile_independently() -> None:
+    # torch.compile keeps at most 8 graphs per code object; more models than that must not
+    # hit its limit (a hard error under fullgraph=True).
+    x = np.random.default_rng(2).standard_normal((4, 3)).astype(np.float32)
+    for i in range(10):
+        model = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
+        with torch.no_grad():
+            model[0].bias.fill_(10.0)
+            model[0].bias[i % 4] = -1e4  # one dead neuron, a different one each time
+        result = scan(model, _source(x, name="input"), compile=True)
+        assert result.sites[0].dead_indices() == [i % 4]

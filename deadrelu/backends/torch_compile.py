@@ -18,6 +18,7 @@ summation order in a convolution or a norm), a pre-activation can differ in its 
 from __future__ import annotations
 
 import math
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -212,7 +213,10 @@ def _build(gm: torch.fx.GraphModule, registry: SiteRegistry) -> _Compiled:
             val = node.meta.get("val")
             static.append(tuple(d if isinstance(d, int) else None for d in val.shape)
                           if isinstance(val, torch.Tensor) else None)
-    compiled = torch.compile(_step, fullgraph=True)
+    # Dynamo caches compiled code per code object, at most recompile_limit (8) entries, a hard
+    # error under fullgraph: a fresh copy of _step's code per graph keeps scans independent.
+    fresh = types.FunctionType(_step.__code__.replace(), _step.__globals__, "_step")
+    compiled = torch.compile(fresh, fullgraph=True)
 
     def step(accs: list[dict[str, torch.Tensor]], *args: torch.Tensor) -> list[Any]:
         return compiled(gm, accs, *args)
