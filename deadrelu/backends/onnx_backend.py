@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deadrelu.backends.onnx_graph import first_line, graph_inputs
+from deadrelu.backends.onnx_graph import first_line, graph_inputs, without_weights
 from deadrelu.backends.onnx_instrument import (
     FIELDS,
     Instrumented,
@@ -87,11 +87,20 @@ class OnnxBackend:
                 raise DeadReluError("--device cuda: this onnxruntime has no CUDA execution "
                                     "provider (install onnxruntime-gpu)", path=self.path)
             providers.insert(0, "CUDAExecutionProvider")
+        light, weights = without_weights(model)
+        if weights:
+            # Handed over in memory, zero-copy: no serialising and re-parsing of the weights.
+            # OrtValues do not own their numpy arrays: the session keeps them alive.
+            arrays = list(weights.values())
+            opts.add_external_initializers(
+                list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
         try:
-            return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+            session = ort.InferenceSession(light.SerializeToString(), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise DeadReluError(f"onnxruntime cannot load the model: {first_line(exc)}",
                                 path=self.path) from None
+        session._deadrelu_weights = weights  # keep the arrays alive as long as the session
+        return session
 
     def feed(self, batch: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
         """The batch as onnxruntime inputs, after checking names, ranks and dtypes."""

@@ -188,3 +188,33 @@ def subgraphs(node: Any) -> list[tuple[str, Any]]:
         for g in _attr_graphs(attr):
             out.append((attr.name, g))
     return out
+
+
+# Initializers larger than this are taken out of the protobuf for shape inference and sessions.
+_LARGE = 1024
+IN_MEMORY = "deadrelu-in-memory"  # the location that marks a tensor handed over in memory
+
+
+def without_weights(model: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """A copy of ``model`` whose large main-graph initializers hold no data (marked as external
+    at IN_MEMORY), and those initializers' values, read without a copy.
+
+    Shape inference never reads weights, and onnxruntime takes them as OrtValues
+    (``add_external_initializers``): neither then serialises and re-parses hundreds of MB.
+    """
+    import onnx
+
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    weights: dict[str, np.ndarray] = {}
+    for tensor in light.graph.initializer:
+        if len(tensor.raw_data) <= _LARGE or tensor.data_type == onnx.TensorProto.BFLOAT16:
+            continue
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+        weights[tensor.name] = np.frombuffer(tensor.raw_data, dtype=dtype).reshape(
+            tuple(tensor.dims))
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", IN_MEMORY
+    return light, weights

@@ -102,10 +102,12 @@ def layouts(model: Any, sites: list[OnnxSite], override: int | None,
     """
     import onnx
 
+    from deadrelu.backends.onnx_graph import without_weights
     from deadrelu.measure import channel_axis_for
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    try:  # on a copy without weights: serialising them is most of the time otherwise
+        inferred = onnx.shape_inference.infer_shapes(without_weights(model)[0],
+                                                     strict_mode=False)
     except Exception:  # inference is a help, not a requirement
         inferred = model
     types: dict[str, Any] = {}
