@@ -47,6 +47,7 @@ class SiteLayout:
     rank: int
     channel_axis: int
     elem_type: int
+    inner: int | None = None  # elements per (sample, neuron), when shape inference knows them
 
 
 @dataclass
@@ -125,7 +126,8 @@ def layouts(model: Any, sites: list[OnnxSite], override: int | None,
         if not s.scanned:
             continue
         tt = types.get(s.z)
-        rank = len(tt.shape.dim) if tt is not None and tt.HasField("shape") else None
+        dims = list(tt.shape.dim) if tt is not None and tt.HasField("shape") else None
+        rank = len(dims) if dims is not None else None
         elem = tt.elem_type if tt is not None and tt.elem_type else None
         if observed and s.name in observed:
             rank, elem = observed[s.name]
@@ -135,7 +137,11 @@ def layouts(model: Any, sites: list[OnnxSite], override: int | None,
             axis = channel_axis_for(rank, _channels_first(s.z, producers), override)
         except ValueError as exc:
             raise DeadReluError(f"site {s.name}: {exc}") from None
-        out[s.name] = SiteLayout(rank, axis, elem)
+        inner = None
+        if dims is not None and len(dims) == rank and all(
+                d.HasField("dim_value") for i, d in enumerate(dims) if i not in (0, axis)):
+            inner = int(np.prod([d.dim_value for i, d in enumerate(dims) if i not in (0, axis)]))
+        out[s.name] = SiteLayout(rank, axis, elem, inner)
     return out
 
 
@@ -281,6 +287,8 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
         z = b.cast(z, T.FLOAT)
         h = b.cast(h, T.FLOAT)
     z3, h3, sum_axes, inner, reshaped = _views(b, z, h, shape, lay)
+    if fast and _relu_on_output(s, lay, reshaped, dtype):
+        return _relu_fast(b, z3, h3, sum_axes, inner, shape)
 
     def bound(value: float) -> str:
         return b.const(np.asarray(np.asarray(value, dtype=dtype), dtype=work), "bound")
@@ -341,6 +349,46 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
     out["abs_sum"] = b.cast(b.reduce("ReduceSum", magnitude, sum_axes), T.DOUBLE)
     extreme = T.DOUBLE if work == np.float64 else T.FLOAT
     types = {f: int(extreme if f in ("max_pre", "min_pre", "poison")
+                    else T.DOUBLE if f == "abs_sum" else T.INT64) for f in out}
+    return out, types
+
+
+def _relu_on_output(s: OnnxSite, lay: SiteLayout, reshaped: bool, dtype: np.dtype[Any]
+                    ) -> bool:
+    """Can a ReLU site be counted on its output (see _relu_fast)?"""
+    return (s.kind == "relu" and s.slope is None and s.bias is None and not reshaped
+            and dtype == np.float32 and lay.inner is not None and 0 < lay.inner < 2**24)
+
+
+def _relu_fast(b: _Builder, z: str, h: str, sum_axes: list[int],
+               inner: list[int], shape: str) -> tuple[dict[str, str], dict[str, int]]:
+    """The fast statistics of a float32 ReLU, mostly read from its output ``h = max(z, 0)``.
+
+    On finite z, z > 0 exactly where h > 0, so the active count is taken on h; onnxruntime
+    then keeps the Conv+ReLU fusion and reads one tensor less. Counts are float32 sums of
+    0/1 per (sample, neuron), exact below 2**24 elements. Poison needs no pass of its own:
+    NaN in z stays NaN through Relu (onnxruntime's Relu propagates it) and so in sum(h), +Inf
+    makes sum(h) infinite, -Inf makes min(z) infinite.
+    """
+    import onnx
+
+    T = onnx.TensorProto
+    out: dict[str, str] = {"shape": shape}
+    zero = b.const(np.asarray(0, dtype=np.float32), "zero")
+    per_sample = b.cast(b.node("Greater", [h, zero]), T.FLOAT)
+    if inner:
+        per_sample = b.reduce("ReduceSum", per_sample, inner)
+    out["active"] = b.reduce("ReduceSum", b.cast(per_sample, T.INT64), [0])
+    out["positive"] = out["active"]
+    hit = b.cast(b.node("Greater", [per_sample, zero]), T.INT64)
+    out["active_samples"] = b.reduce("ReduceSum", hit, [0])
+    out["max_pre"] = b.reduce("ReduceMax", z, sum_axes)
+    out["min_pre"] = b.reduce("ReduceMin", z, sum_axes)
+    sums = b.reduce("ReduceSum", h, sum_axes)
+    out["abs_sum"] = b.cast(sums, T.DOUBLE)
+    every = b.node("Concat", [sums, out["max_pre"], out["min_pre"]], axis=0)
+    out["poison"] = b.reduce("ReduceSum", every, [0])
+    types = {f: int(T.FLOAT if f in ("max_pre", "min_pre", "poison")
                     else T.DOUBLE if f == "abs_sum" else T.INT64) for f in out}
     return out, types
 
