@@ -144,17 +144,24 @@ def bench_config(cfg: Config, args: argparse.Namespace, workdir: Path) -> dict[s
 
     out: dict[str, Any] = {"model": cfg.name, "batch_size": cfg.batch_size,
                            "samples": len(x), "sites": None, "neurons": None}
-    result = deadrelu.scan(model, source, **kwargs)
+    start = time.perf_counter()
+    result = deadrelu.scan(model, source, **kwargs)  # with --compile: export + compile
+    out["first_scan_s"] = time.perf_counter() - start
     out["sites"], out["neurons"] = len(result.sites), result.neurons
-    torch_rows = compare({
+    approaches = {
         "plain": lambda: plain_torch(run_model, batches, args.device, dtype),
         "scan": lambda: deadrelu.scan(model, source, **kwargs),
         "naive-hooks": lambda: naive.torch_hooks(model, batches(), args.device),
-    }, args.reps, args.device)
+    }
+    if args.compile:  # compiled inference is "plain"; eager inference is compared too
+        approaches["plain-eager"] = lambda: plain_torch(model, batches, args.device, dtype)
+    torch_rows = compare(approaches, args.reps, args.device)
     out["torch"] = {"rows": torch_rows,
                     "scan/plain": ratio(torch_rows, "scan", "plain"),
                     "naive/plain": ratio(torch_rows, "naive-hooks", "plain"),
                     "memory scan/plain": _mem_ratio(torch_rows, "scan", "plain")}
+    if args.compile:
+        out["torch"]["scan/plain-eager"] = ratio(torch_rows, "scan", "plain-eager")
     if args.onnx and args.device == "cpu" and not args.dtype:
         path = workdir / f"{cfg.name.split()[0]}.onnx"
         start = time.perf_counter()
@@ -174,7 +181,9 @@ def bench_config(cfg: Config, args: argparse.Namespace, workdir: Path) -> dict[s
 
 
 def _mem_ratio(rows: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
-    return rows[a]["peak_bytes"] / rows[b]["peak_bytes"] if rows[b]["peak_bytes"] > 0 else None
+    # On CPU a run that reuses memory freed by an earlier one shows a peak near 0: no ratio.
+    return rows[a]["peak_bytes"] / rows[b]["peak_bytes"] if rows[b]["peak_bytes"] >= 2**20 \
+        else None
 
 
 def show(res: dict[str, Any]) -> None:
@@ -189,6 +198,10 @@ def show(res: dict[str, Any]) -> None:
                   f"{row['min_s'] * 1000:8.1f})  peak {row['peak_bytes'] / 2**20:8.1f} MiB")
         line = (f"  {backend:5} scan/plain {r['scan/plain']:.3f}x   "
                 f"naive/plain {r['naive/plain']:.3f}x")
+        if "scan/plain-eager" in r:
+            line += f"   scan/plain-eager {r['scan/plain-eager']:.3f}x"
+        if r.get("memory scan/plain") is not None:
+            line += f"   memory scan/plain {r['memory scan/plain']:.2f}x"
         if "naive/scan" in r:
             line += f"   naive/scan {r['naive/scan']:.2f}x"
         print(line)
@@ -199,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes: under a minute on CPU")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["float16", "bfloat16"], default=None)
-    p.add_argument("--compile", action="store_true", help="torch.compile plain and scan")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile plain inference and scan with compile=True")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--reps", type=int, default=None, help="repetitions (quick 5, full 7)")
     p.add_argument("--no-onnx", dest="onnx", action="store_false")
