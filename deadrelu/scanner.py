@@ -110,7 +110,7 @@ def scan(
     if compile:
         if not hasattr(backend, "compile"):
             raise DeadReluError(f"--compile applies to PyTorch models (a module, a checkpoint "
-                                f"or a .pt2); a {backend.format} model cannot be compiled")
+                                f"or a .pt2), not to {backend.format} models")
         backend.compile = True
     group = None
     if distributed or (distributed is None and launched()):
