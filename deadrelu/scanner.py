@@ -91,6 +91,11 @@ def scan(
     _check_settings(settings)
     backend, model_info = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
                                        trust_pickle=trust_pickle)
+    if compile:
+        if not hasattr(backend, "compile"):
+            raise DeadReluError(f"--compile applies to PyTorch models (a module, a checkpoint "
+                                f"or a .pt2), not to {backend.format} models")
+        backend.compile = True
     inputs: list[InputSpec] = backend.inputs
     if isinstance(data, DataSource):
         source = data
@@ -107,11 +112,6 @@ def scan(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeadReluError(f"--device {device}: CUDA is not available on this machine")
     low_precision = _set_dtype(backend, dtype)
-    if compile:
-        if not hasattr(backend, "compile"):
-            raise DeadReluError(f"--compile applies to PyTorch models (a module, a checkpoint "
-                                f"or a .pt2), not to {backend.format} models")
-        backend.compile = True
     group = None
     if distributed or (distributed is None and launched()):
         from deadrelu.distributed import join, local_device
