@@ -143,3 +143,14 @@ def test_many_models_compile_independently() -> None:
             model[0].bias[i % 4] = -1e4  # one dead neuron, a different one each time
         result = scan(model, _source(x, name="input"), compile=True)
         assert result.sites[0].dead_indices() == [i % 4]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_scan_on_cuda_equals_the_eager_scan() -> None:
+    torch.manual_seed(3)
+    model = _Net().eval()
+    x = np.random.default_rng(3).standard_normal((64, 2, 4, 4)).astype(np.float32)
+    x[5, 1, 0, 0] = np.nan
+    eager = scan(model, _source(x, batch=16), device="cuda")
+    compiled = scan(model, _source(x, batch=16), device="cuda", compile=True)
+    assert_same_scan(eager, compiled)
