@@ -17,6 +17,10 @@ import pytest
 
 PROBE = Path(__file__).with_name("memory_probe.py")
 MiB = 2**20
+# Run-to-run jitter of the high-water mark is up to ~3.5 MiB here (allocator and thread
+# start-up). Anything held per batch shows far above this: 27 more batches of the smallest
+# activation below (1 MiB) would add 27 MiB.
+GROWTH_TOLERANCE = 8 * MiB
 
 pytestmark = pytest.mark.skipif(
     not os.access("/proc/self/clear_refs", os.W_OK),
@@ -44,7 +48,7 @@ def test_conv_scan_peaks_like_plain_inference() -> None:
 def test_conv_scan_memory_does_not_grow_with_samples() -> None:
     few, _ = peak("scan", "conv", 3)
     many, _ = peak("scan", "conv", 30)  # 10x the samples
-    assert abs(many - few) <= 2 * MiB, (few, many)
+    assert abs(many - few) <= GROWTH_TOLERANCE, (few, many)
 
 
 def test_wide_model_memory_is_proportional_to_neurons_not_samples() -> None:
@@ -54,4 +58,4 @@ def test_wide_model_memory_is_proportional_to_neurons_not_samples() -> None:
     assert neurons > 100_000
     # Eight 8-byte accumulators per neuron, their numpy copy and the derived flags.
     assert few <= 1.1 * plain + 256 * neurons, (few, plain, neurons)
-    assert abs(many - few) <= 2 * MiB, (few, many)
+    assert abs(many - few) <= GROWTH_TOLERANCE, (few, many)
