@@ -5,6 +5,7 @@ float16 inputs, external data) give the sites and dead units computed independen
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -311,3 +312,44 @@ def test_activations_in_a_loop_body_are_listed_as_not_measured(tmp_path: Path) -
     result = scan(str(path), str(data))
     assert [s.name for s in result.sites] == ["main/Relu"]
     assert any("repeat.body/body/Relu is not measured" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_onnxruntime_takes_each_sites_statistics_before_running_on(tmp_path: Path,
+                                                                   fast: bool) -> None:
+    """Execution order, read from onnxruntime's own profile: site k's statistics run before
+    site k+1's, and the model's output comes last. Were every reduction left to the end,
+    every activation would stay alive for the whole run."""
+    import json
+
+    import onnxruntime as ort
+
+    from deadrelu.backends.onnx_backend import load_onnx_backend
+    from deadrelu.backends.onnx_instrument import instrument, layouts
+
+    path = GENERATED / FIXTURES["digits_cnn"]["files"]["onnx"]
+    backend = load_onnx_backend(path)
+    inst = instrument(backend.model, backend.sites, layouts(backend.model, backend.sites, None),
+                      1e-3, fast=fast)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp_path / "profile")
+    session = ort.InferenceSession(inst.model.SerializeToString(), opts,
+                                   providers=["CPUExecutionProvider"])
+    x = np.load(GENERATED / FIXTURES["digits_cnn"]["data"])
+    feed = {backend.inputs[0].name: next(iter(x.values()))[:8].astype(np.float32)}
+    session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    order = [e["name"].removesuffix("_kernel_time") for e in events
+             if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    groups: dict[int, list[int]] = {}
+    for pos, name in enumerate(order):
+        if name.startswith("deadrelu/"):
+            groups.setdefault(int(name.split("/")[1]), []).append(pos)
+    assert sorted(groups) == list(range(len(backend.sites))) and len(groups) > 1
+    spans = [(min(groups[k]), max(groups[k])) for k in sorted(groups)]
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end < start, spans
+    last_model_node = max(i for i, n in enumerate(order) if not n.startswith("deadrelu/"))
+    assert spans[-1][1] < last_model_node

@@ -208,6 +208,7 @@ def _instrument_graph(graph: Any, prefix: str, by_graph: Mapping[str, list[tuple
         outs, types = _site_stats(b, s, lay[s.name], eps, fast)
         result.outputs[s.name] = outs
         exported += _unique(outs, types)  # ReLU's "positive" is its "active": one output
+    _order_for_onnxruntime(graph)
     for node in list(graph.node):
         if node.op_type != "If" or node.domain not in DEFAULT_DOMAINS:
             continue
@@ -239,6 +240,32 @@ def _instrument_graph(graph: Any, prefix: str, by_graph: Mapping[str, list[tuple
             for f, v in outs.items():
                 outs[f] = renamed.get(v, v)
     return exported
+
+
+def _order_for_onnxruntime(graph: Any) -> None:
+    """Put the sites' statistics nodes after the model's, last site first.
+
+    onnxruntime orders execution by a reverse depth-first walk from the graph's leaf nodes,
+    taking the leaf with the highest index (node position) first and running everything it
+    needs. Appended in site order, the last site's reductions come first: the whole model
+    runs, then every reduction, and every site's activation stays alive until the end (2.5 GB
+    instead of 0.2 GB on a ResNet-50 at 224x224, batch 16). Last site first makes the walk run
+    the model up to site 0 and its reductions, then up to site 1, and so on, so each
+    activation is freed soon after its statistics are taken. Each group needs only the
+    model's values and its own nodes, so the node list stays topologically sorted.
+    """
+    nodes = list(graph.node)
+    groups: dict[int, list[Any]] = {}
+    model_nodes = []
+    for node in nodes:
+        parts = node.name.split("/", 2)
+        if parts[0] == "deadrelu" and len(parts) > 1 and parts[1].isdigit():
+            groups.setdefault(int(parts[1]), []).append(node)
+        else:
+            model_nodes.append(node)
+    ordered = model_nodes + [n for site in sorted(groups, reverse=True) for n in groups[site]]
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _unique(outs: Mapping[str, str], types: Mapping[str, int]) -> list[tuple[str, int]]:
