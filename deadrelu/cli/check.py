@@ -32,8 +32,8 @@ from deadrelu.cli.common import (
     TrustPickleOpt,
     user_errors,
     warn,
+    write_formatted,
     write_output,
-    write_rich,
 )
 from deadrelu.cli.scan import run_scan
 from deadrelu.errors import DeadReluError
@@ -151,12 +151,10 @@ def check_command(
         gate = evaluate(result, limits, before, str(baseline))
         for glob in gate.unmatched_globs:
             warn(f"the site glob {glob!r} matches no site of this model")
-        if output_format is OutputFormat.json:
-            write_output(gate_render.render_check_json(gate), output)
-        elif output_format is OutputFormat.markdown:
-            write_output(gate_render.render_check_markdown(gate), output)
-        else:
-            write_rich(lambda c: gate_render.render_check_table(gate, c), output)
+        write_formatted(output_format, output,
+                        json=lambda: gate_render.render_check_json(gate),
+                        markdown=lambda: gate_render.render_check_markdown(gate),
+                        table=lambda c: gate_render.render_check_table(gate, c))
         if junit is not None:
             write_output(junit_xml.render_junit(gate, time.monotonic() - started), junit)
         if github.in_github_actions():

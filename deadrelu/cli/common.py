@@ -168,6 +168,36 @@ def write_output(text: str, output: Path | None) -> None:
         raise DeadReluError(f"cannot write: {exc.strerror}", path=output) from None
 
 
+def write_formatted(output_format: OutputFormat, output: Path | None, *,
+                    json: Callable[[], str], markdown: Callable[[], str],
+                    table: Callable[[Any], None]) -> None:
+    """The one dispatch of --format: JSON and markdown written as text, the table drawn."""
+    if output_format is OutputFormat.json:
+        write_output(json(), output)
+    elif output_format is OutputFormat.markdown:
+        write_output(markdown(), output)
+    else:
+        write_rich(table, output)
+
+
+def write_scan(result: Any, output_format: OutputFormat, output: Path | None) -> None:
+    """A ScanResult in the chosen format (scan, merge, report)."""
+    from deadrelu.report import render
+
+    write_formatted(output_format, output, json=lambda: render.render_json(result),
+                    markdown=lambda: render.render_markdown(result),
+                    table=lambda c: render.render_table(result, c))
+
+
+def write_diff(diff: Any, output_format: OutputFormat, output: Path | None) -> None:
+    """A ScanDiff in the chosen format (diff, report --baseline)."""
+    from deadrelu.report import gate_render
+
+    write_formatted(output_format, output, json=lambda: gate_render.render_diff_json(diff),
+                    markdown=lambda: gate_render.render_diff_markdown(diff),
+                    table=lambda c: gate_render.render_diff_table(diff, c))
+
+
 def write_rich(draw: Callable[[Any], None], output: Path | None) -> None:
     """Draw a rich renderable on stdout, or as plain text into FILE (140 columns)."""
     import io

@@ -12,8 +12,7 @@ from deadrelu.cli.common import (
     OutputFormat,
     OutputOpt,
     user_errors,
-    write_output,
-    write_rich,
+    write_diff,
 )
 
 
@@ -31,14 +30,8 @@ def diff_command(
     Example: deadrelu diff main-scan.json branch-scan.json --format markdown
     """
     from deadrelu.diff import diff_results
-    from deadrelu.report import gate_render
     from deadrelu.report.load import load_report
 
     with user_errors():
         d = diff_results(load_report(before), load_report(after), str(before), str(after))
-        if output_format is OutputFormat.json:
-            write_output(gate_render.render_diff_json(d), output)
-        elif output_format is OutputFormat.markdown:
-            write_output(gate_render.render_diff_markdown(d), output)
-        else:
-            write_rich(lambda c: gate_render.render_diff_table(d, c), output)
+        write_diff(d, output_format, output)

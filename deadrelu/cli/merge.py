@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deadrelu.cli.common import OutputFormat, OutputOpt, user_errors, write_output, write_rich
+from deadrelu.cli.common import OutputFormat, OutputOpt, user_errors, write_scan
 
 
 def merge_command(
@@ -25,14 +25,8 @@ def merge_command(
     Example: deadrelu merge s1.json s2.json s3.json -o all.json
     """
     from deadrelu.merge import merge_results
-    from deadrelu.report import render
     from deadrelu.report.load import load_report
 
     with user_errors():
         merged = merge_results([load_report(p) for p in reports], [str(p) for p in reports])
-        if output_format is OutputFormat.json:
-            write_output(render.render_json(merged), output)
-        elif output_format is OutputFormat.markdown:
-            write_output(render.render_markdown(merged), output)
-        else:
-            write_rich(lambda c: render.render_table(merged, c), output)
+        write_scan(merged, output_format, output)

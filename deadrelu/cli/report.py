@@ -13,8 +13,9 @@ from deadrelu.cli.common import (
     OutputOpt,
     check_writable,
     user_errors,
+    write_diff,
     write_output,
-    write_rich,
+    write_scan,
 )
 
 if TYPE_CHECKING:
@@ -72,25 +73,12 @@ def write_html(result: ScanResult, html: Path, baseline: ScanResult | None = Non
 def render_text(result: ScanResult, before: ScanResult | None, baseline: Path | None,
                 scan: Path,
                 output_format: OutputFormat, output: Path | None) -> None:
-    from deadrelu.report import gate_render, render
-
-    if before is not None:
-        from deadrelu.diff import diff_results
-
-        d = diff_results(before, result, str(baseline), str(scan))
-        if output_format is OutputFormat.json:
-            write_output(gate_render.render_diff_json(d), output)
-        elif output_format is OutputFormat.markdown:
-            write_output(gate_render.render_diff_markdown(d), output)
-        else:
-            write_rich(lambda c: gate_render.render_diff_table(d, c), output)
+    if before is None:
+        write_scan(result, output_format, output)
         return
-    if output_format is OutputFormat.json:
-        write_output(render.render_json(result), output)
-    elif output_format is OutputFormat.markdown:
-        write_output(render.render_markdown(result), output)
-    else:
-        write_rich(lambda c: render.render_table(result, c), output)
+    from deadrelu.diff import diff_results
+
+    write_diff(diff_results(before, result, str(baseline), str(scan)), output_format, output)
 
 
 def emit_plot(result: ScanResult, output_format: OutputFormat | None, output: Path | None) -> None:

@@ -35,8 +35,8 @@ from deadrelu.cli.common import (
     parse_image_size,
     user_errors,
     warn,
-    write_output,
-    write_rich,
+    write_formatted,
+    write_scan,
 )
 from deadrelu.cli.report import HtmlOpt, PlotOpt, emit_plot, write_html
 from deadrelu.errors import DeadReluError
@@ -134,19 +134,11 @@ def scan_command(
             write_html(result, html)
         if per_neuron is not None:
             site = result.site(per_neuron)
-            if output_format is OutputFormat.json:
-                write_output(render.per_neuron_json(site), output)
-            elif output_format is OutputFormat.markdown:
-                write_output(render.per_neuron_markdown(site), output)
-            else:
-                write_rich(lambda c: render.render_per_neuron(site, c), output)
+            write_formatted(output_format, output, json=lambda: render.per_neuron_json(site),
+                            markdown=lambda: render.per_neuron_markdown(site),
+                            table=lambda c: render.render_per_neuron(site, c))
             return
-        if output_format is OutputFormat.json:
-            write_output(render.render_json(result), output)
-        elif output_format is OutputFormat.markdown:
-            write_output(render.render_markdown(result), output)
-        else:
-            write_rich(lambda c: render.render_table(result, c), output)
+        write_scan(result, output_format, output)
         if plot:
             emit_plot(result, output_format, output)
 
