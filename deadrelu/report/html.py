@@ -44,28 +44,13 @@ def _round(values: np.ndarray, digits: int = 4) -> list[float | None]:
 
 
 def _site_payload(site: Site, order: int) -> dict[str, Any]:
-    f = site.figures
     return {
+        **site.figures_dict(),  # the JSON report's entry, less the accumulators
         "order": order,
-        "name": site.name,
-        "kind": site.info.kind,
-        "module": site.info.module,
-        "axis": site.info.channel_axis,
-        "neurons": site.info.neurons,
-        "samples": site.stats.samples,
-        "dead": site.dead_count,
-        "dead_rate": site.dead_rate,
         "dead_word": site.dead_word,
-        "dormant": int(f.dormant.sum()),
-        "rarely": int(f.rarely_active.sum()),
-        "negative_only": int(f.negative_only.sum()),
-        "saturation": f.saturation,
-        "cap_fraction": f.cap_fraction,
-        "margin": f.margin,
-        "nan": f.nonfinite,
         "activity": activity_range(site),
         # Per neuron: activity fraction in 1/10,000 steps, largest pre-activation, status.
-        "act": np.rint(f.active_fraction * 10_000).astype(np.int64).tolist(),
+        "act": np.rint(site.figures.active_fraction * 10_000).astype(np.int64).tolist(),
         "pre": _round(site.stats.arrays["max_pre"]),
         "status": neuron_status_codes(site),
     }

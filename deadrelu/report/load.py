@@ -15,7 +15,10 @@ def load_report(path: str | Path) -> ScanResult:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DeadReluError("no such scan report", path=p) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise DeadReluError("not a deadrelu JSON report: the file is not text (a model or "
+                            "data file?)", path=p) from None
+    except OSError as exc:
         raise DeadReluError(f"cannot read the scan report: {exc}", path=p) from None
     try:
         d = json.loads(text)

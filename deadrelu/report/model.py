@@ -60,6 +60,11 @@ class Site:
         return [int(i) for i in np.flatnonzero(self.figures.dead)]
 
     def to_dict(self) -> dict[str, Any]:
+        # Per-neuron accumulators are packed for very wide sites.
+        return {**self.figures_dict(), "accumulators": stats_to_dict(self.stats)}
+
+    def figures_dict(self) -> dict[str, Any]:
+        """What the site is and its figures: the report entry without the accumulators."""
         f = self.figures
         d: dict[str, Any] = {
             "name": self.info.name,
@@ -85,7 +90,6 @@ class Site:
             "cap_fraction": f.cap_fraction,
             "margin": f.margin,
             "nan": f.nonfinite,
-            "accumulators": stats_to_dict(self.stats),  # packed for very wide sites
         }
         if self.dead_word == "saturated":
             d["saturated"] = self.dead_count

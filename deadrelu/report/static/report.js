@@ -307,9 +307,9 @@
     box.appendChild(el("h2", { id: "detail-title" }, s.name));
     const figs = el("div", { class: "figures" });
     const items = [
-      ["kind", s.kind], ["neurons", s.neurons], ["channel axis", s.axis],
+      ["kind", s.kind], ["neurons", s.neurons], ["channel axis", s.channel_axis],
       [s.dead_word, s.dead + " (" + pct(s.dead_rate) + ")"], ["dormant", s.dormant],
-      ["rarely active", s.rarely], ["saturation", pct(s.saturation)],
+      ["rarely active", s.rarely_active], ["saturation", pct(s.saturation)],
       ["margin", num(s.margin)], ["samples", s.samples],
     ];
     if (s.negative_only) items.push(["negative-only", s.negative_only]);
