@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from deadrelu.backends import onnx_pooled
 from deadrelu.backends.onnx_graph import first_line, graph_inputs, without_weights
 from deadrelu.backends.onnx_instrument import (
     FIELDS,
@@ -70,7 +71,11 @@ class OnnxBackend:
 
     # ------------------------------------------------------------------ running
 
-    def session(self, model: Any, device: Any) -> Any:
+    def session(self, model: Any, device: Any,
+                weights: dict[str, np.ndarray] | None = None) -> Any:
+        """A session of ``model``; with ``weights``, ``model`` is already
+        :func:`~deadrelu.backends.onnx_graph.without_weights`'s light copy and these are
+        its weights."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -87,7 +92,9 @@ class OnnxBackend:
                 raise DeadReluError("--device cuda: this onnxruntime has no CUDA execution "
                                     "provider (install onnxruntime-gpu)", path=self.path)
             providers.insert(0, "CUDAExecutionProvider")
-        light, weights = without_weights(model)
+        light = model
+        if weights is None:
+            light, weights = without_weights(model)
         if weights:
             # Handed over in memory, zero-copy: no serialising and re-parsing of the weights.
             # OrtValues do not own their numpy arrays: the session keeps them alive.
@@ -143,13 +150,15 @@ class OnnxBackend:
             return []
         feed = self.feed(first, source)
         scanned = [s for s in self.sites if s.scanned]
-        lay = layouts(self.model, scanned, registry.channel_axis)
+        # Weights taken out once: instrumenting, shape inference and sessions copy the graph.
+        light, weights = without_weights(self.model)
+        lay = layouts(light, scanned, registry.channel_axis)
         missing = [s for s in scanned if s.name not in lay and not s.graph]
         if missing:
-            lay.update(layouts(self.model, missing, registry.channel_axis,
+            lay.update(layouts(light, missing, registry.channel_axis,
                                self._probe(missing, feed, registry.device)))
         eps = registry.settings.eps
-        fast = _Program(self, instrument(self.model, scanned, lay, eps, fast=True),
+        fast = _Program(self, instrument(light, scanned, lay, eps, fast=True), weights,
                         registry.device)
         exact: _Program | None = None  # built on the first batch holding NaN or ±Inf
         stats: dict[str, NeuronStats] = {}
@@ -159,7 +168,7 @@ class OnnxBackend:
             program, values = fast.program, fast.run(inputs, source)
             if fast.poisoned(values):
                 if exact is None:
-                    exact = _Program(self, instrument(self.model, scanned, lay, eps),
+                    exact = _Program(self, instrument(light, scanned, lay, eps), weights,
                                      registry.device)
                 program, values = exact.program, exact.run(inputs, source)
             for s in scanned:
@@ -197,10 +206,17 @@ class OnnxBackend:
     def _fold(self, s: OnnxSite, outs: Mapping[str, str], values: Mapping[str, Any],
               lay: SiteLayout, stats: dict[str, NeuronStats],
               first_shape: dict[str, tuple[int, ...]]) -> None:
-        shape = tuple(int(d) for d in values[outs["shape"]])
-        if not shape and np.asarray(values[outs["active"]]).size == 0:
-            return  # an If branch this batch did not take
-        neurons = int(np.asarray(values[outs["active"]]).size)
+        pooled = None
+        if "pooled" in outs:
+            pooled = onnx_pooled.fold(values, outs, lay)
+            if pooled is None:
+                return  # an empty batch, or an If branch this batch did not take
+            shape, neurons = pooled[1], pooled[1][1]
+        else:
+            shape = tuple(int(d) for d in values[outs["shape"]])
+            if not shape and np.asarray(values[outs["active"]]).size == 0:
+                return  # an If branch this batch did not take
+            neurons = int(np.asarray(values[outs["active"]]).size)
         acc = stats.get(s.name)
         if acc is None:
             acc = stats[s.name] = NeuronStats.zeros(neurons)
@@ -212,8 +228,9 @@ class OnnxBackend:
         per_neuron = total // max(neurons, 1)
         # The fast graph runs only on all-finite batches: every element is finite there.
         missing = {"finite": np.full(neurons, per_neuron, dtype=np.int64)}
-        batch = {f: values[outs[f]] if f in outs
-                 else missing.get(f, np.zeros(neurons, dtype=np.int64)) for f in FIELDS}
+        batch = pooled[0] if pooled is not None else {
+            f: values[outs[f]] if f in outs else missing.get(f, np.zeros(neurons, dtype=np.int64))
+            for f in FIELDS}
         if lay.rank >= 2 and lay.channel_axis != 0:
             samples = shape[0]
         else:
@@ -258,20 +275,22 @@ class OnnxBackend:
 class _Program:
     """One instrumented graph and its session."""
 
-    def __init__(self, backend: OnnxBackend, program: Instrumented, device: Any) -> None:
+    def __init__(self, backend: OnnxBackend, program: Instrumented,
+                 weights: dict[str, np.ndarray], device: Any) -> None:
         self.backend = backend
         self.program = program
-        self.session = backend.session(program.model, device)
+        self.session = backend.session(program.model, device, weights)
         self.names = list(dict.fromkeys(v for outs in program.outputs.values()
                                         for v in outs.values()))
-        self.poison = [outs["poison"] for outs in program.outputs.values() if "poison" in outs]
+        self.poison = [outs[f] for outs in program.outputs.values()
+                       for f in ("poison", "pooled") if f in outs]
 
     def run(self, feed: dict[str, np.ndarray], source: str) -> dict[str, Any]:
         return dict(zip(self.names, self.backend._run(self.session, self.names, feed, source),
                         strict=True))
 
     def poisoned(self, values: Mapping[str, Any]) -> bool:
-        return any(not np.all(np.isfinite(values[p])) for p in self.poison)
+        return any(onnx_pooled.poisoned(values[p]) for p in self.poison)
 
 
 def load_onnx_backend(path: Path) -> OnnxBackend:

@@ -3,7 +3,8 @@
 For every site the copy gets reduction nodes over its pre-activation ``z`` (and output
 ``h``) that produce that batch's per-neuron accumulators of :mod:`deadrelu.stats` — active /
 positive / finite / at-cap counts, max and min of the finite pre-activations, the sum of
-``|h|`` — plus ``Shape(z)``. Each run so returns O(neurons) numbers per site; no activation
+``|h|`` — plus ``Shape(z)``. Each run so returns O(neurons) numbers per site (image ReLUs:
+four per sample and channel, see :mod:`deadrelu.backends.onnx_pooled`); no activation
 tensor leaves onnxruntime. The comparisons are the same ones the torch backends make: each
 interval end of :func:`deadrelu.activations.active_set` rounded to ``z``'s dtype, non-finite
 elements never active.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from deadrelu.activations import Interval, active_set, cap_bounds
+from deadrelu.backends import onnx_pooled
 from deadrelu.backends.onnx_graph import DEFAULT_DOMAINS, opset
 from deadrelu.backends.onnx_sites import OnnxSite
 from deadrelu.errors import DeadReluError
@@ -48,6 +50,7 @@ class SiteLayout:
     channel_axis: int
     elem_type: int
     inner: int | None = None  # elements per (sample, neuron), when shape inference knows them
+    dims: tuple[int | None, ...] | None = None  # the static dims shape inference found
 
 
 @dataclass
@@ -137,11 +140,13 @@ def layouts(model: Any, sites: list[OnnxSite], override: int | None,
             axis = channel_axis_for(rank, _channels_first(s.z, producers), override)
         except ValueError as exc:
             raise DeadReluError(f"site {s.name}: {exc}") from None
-        inner = None
+        inner = static = None
+        if dims is not None and len(dims) == rank:
+            static = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in dims)
         if dims is not None and len(dims) == rank and all(
                 d.HasField("dim_value") for i, d in enumerate(dims) if i not in (0, axis)):
             inner = int(np.prod([d.dim_value for i, d in enumerate(dims) if i not in (0, axis)]))
-        out[s.name] = SiteLayout(rank, axis, elem, inner)
+        out[s.name] = SiteLayout(rank, axis, elem, inner, static)
     return out
 
 
@@ -303,6 +308,8 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
     T = onnx.TensorProto
     dtype = _float_dtype(lay.elem_type)
     work = np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+    if fast and onnx_pooled.applies(s, lay, dtype):
+        return onnx_pooled.build(b, s.z, s.h, lay)  # no Shape(z): it would cost a reorder
     z = s.z
     if s.bias:  # BiasGelu / FastGelu measure input + bias, the value the GELU sees
         z = b.node("Add", [z, s.bias], "z")
@@ -391,8 +398,8 @@ def _relu_fast(b: _Builder, z: str, h: str, sum_axes: list[int],
                inner: list[int], shape: str) -> tuple[dict[str, str], dict[str, int]]:
     """The fast statistics of a float32 ReLU, mostly read from its output ``h = max(z, 0)``.
 
-    On finite z, z > 0 exactly where h > 0, so the active count is taken on h; onnxruntime
-    then keeps the Conv+ReLU fusion and reads one tensor less. Counts are float32 sums of
+    On finite z, z > 0 exactly where h > 0, so the active count is taken on h, and no NaN /
+    Inf masks are built. Counts are float32 sums of
     0/1 per (sample, neuron), exact below 2**24 elements. Poison needs no pass of its own:
     NaN in z stays NaN through Relu (onnxruntime's Relu propagates it) and so in sum(h), +Inf
     makes sum(h) infinite, -Inf makes min(z) infinite.
