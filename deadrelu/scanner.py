@@ -9,44 +9,58 @@ from typing import Any
 from deadrelu.data import DataSource, InputSpec, open_data, parse_input_shapes
 from deadrelu.distributed import launched
 from deadrelu.errors import DeadReluError
+from deadrelu.formats import BackgroundSha256
 from deadrelu.report.model import DataInfo, ModelInfo, ScanResult
 from deadrelu.stats import Settings
 
 
 def load_backend(model: Any, *, arch: str | None = None, arch_kwargs: str | None = None,
-                 trust_pickle: bool = False) -> tuple[Any, ModelInfo]:
-    """The backend for ``model`` (a path or an ``nn.Module``) and what the report says of it."""
+                 trust_pickle: bool = False, hash_later: bool = False
+                 ) -> tuple[Any, ModelInfo, BackgroundSha256 | None]:
+    """The backend for ``model`` (a path or an ``nn.Module``), what the report says of it, and
+    the model file's sha256 being computed: with ``hash_later`` the caller fills
+    ``ModelInfo.sha256`` from it when it needs it, else it is already filled in."""
     import torch
 
-    from deadrelu.backends.torch_backend import TorchBackend, eager_inputs, export_inputs
+    from deadrelu.backends.torch_backend import TorchBackend, eager_inputs
 
     if isinstance(model, torch.nn.Module):
         name = type(model).__name__
         return TorchBackend("torch-module", eager_inputs(model), module=model), ModelInfo(
-            f"<{name}>", "torch-module")
-    from deadrelu.formats import detect, sha256
+            f"<{name}>", "torch-module"), None
+    from deadrelu.formats import detect
 
     path = Path(model)
     fmt = detect(path)
-    info = ModelInfo(str(path), fmt, sha256(path))
+    digest = BackgroundSha256(path)
+    info = ModelInfo(str(path), fmt)
+    backend = _load_file(path, fmt, info, arch, arch_kwargs, trust_pickle)
+    if not hash_later:
+        info.sha256 = digest.result()
+    return backend, info, digest
+
+
+def _load_file(path: Path, fmt: str, info: ModelInfo, arch: str | None,
+               arch_kwargs: str | None, trust_pickle: bool) -> Any:
+    from deadrelu.backends.torch_backend import TorchBackend, eager_inputs, export_inputs
     if fmt == "torch-save":
         from deadrelu.backends.torch_loading import load_torch_save
 
         module, info.format = load_torch_save(path, arch=arch, arch_kwargs=arch_kwargs,
                                               trust_pickle=trust_pickle)
-        return TorchBackend(info.format, eager_inputs(module), module=module), info
+        return TorchBackend(info.format, eager_inputs(module), module=module)
     if fmt == "torch-export":
         from deadrelu.backends.torch_loading import load_export
 
         program = load_export(path)
-        return TorchBackend(fmt, export_inputs(program), program=program), info
+        return TorchBackend(fmt, export_inputs(program), program=program)
     if fmt == "onnx":
         from deadrelu.backends.onnx_backend import load_onnx_backend
 
-        return load_onnx_backend(path), info
+        return load_onnx_backend(path)
     from deadrelu.backends.torchscript import load_torchscript_backend
 
-    return load_torchscript_backend(path), info
+    return load_torchscript_backend(path)
 
 
 def scan(
@@ -89,8 +103,9 @@ def scan(
 
     settings = settings or Settings()
     _check_settings(settings)
-    backend, model_info = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
-                                       trust_pickle=trust_pickle)
+    # The file's sha256 is computed while the model loads and runs, filled in at the end.
+    backend, model_info, digest = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
+                                               trust_pickle=trust_pickle, hash_later=True)
     if compile:
         if not hasattr(backend, "compile"):
             raise DeadReluError(f"--compile applies to PyTorch models (a module, a checkpoint "
@@ -119,8 +134,11 @@ def scan(
         dev = local_device(dev)
         group = join(dev)
     try:
-        return _run(backend, source, data, dev, settings, channel_axis, fast_path, group,
-                    num_workers, low_precision, model_info, on_start, on_batch)
+        result = _run(backend, source, data, dev, settings, channel_axis, fast_path, group,
+                      num_workers, low_precision, model_info, on_start, on_batch)
+        if digest is not None:
+            model_info.sha256 = digest.result()
+        return result
     finally:
         if group is not None:
             group.close()

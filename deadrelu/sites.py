@@ -32,8 +32,8 @@ def list_sites(model: str, *, arch: str | None = None, arch_kwargs: str | None =
     from deadrelu.backends.onnx_backend import OnnxBackend
     from deadrelu.scanner import load_backend, scan
 
-    backend, _ = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
-                              trust_pickle=trust_pickle)
+    backend, _, _ = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
+                                 trust_pickle=trust_pickle)
     if isinstance(backend, OnnxBackend):
         return [SiteListing(s.name, s.kind, s.node, " ".join(s.nodes), s.scanned, s.reason)
                 for s in backend.sites]

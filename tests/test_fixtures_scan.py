@@ -114,3 +114,15 @@ def test_trained_digits_model_has_really_dead_units() -> None:
     expected = {e["name"]: e["dead"] for e in FIXTURES["digits_cnn"]["sites"]}
     assert {s.name: s.dead_indices() for s in result.sites} == expected
     assert result.dead > 0
+
+
+@pytest.mark.parametrize("fmt", [*TORCH_FORMATS, "onnx"])
+def test_the_report_names_the_model_files_sha256(fmt: str) -> None:
+    """The digest is computed on a thread while the model loads and runs: it must still be
+    the whole file's, in every format."""
+    import hashlib
+
+    result = scan_fixture("digits_cnn", fmt)
+    path = GENERATED / FIXTURES["digits_cnn"]["files"][fmt]
+    assert result.model.path == str(path)
+    assert result.model.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -71,8 +71,8 @@ def patch(
     from deadrelu.scanner import load_backend
     from deadrelu.scanner import scan as run_scan
 
-    backend, info = load_backend(str(src), arch=arch, arch_kwargs=arch_kwargs,
-                                 trust_pickle=trust_pickle)
+    backend, info, _ = load_backend(str(src), arch=arch, arch_kwargs=arch_kwargs,
+                                    trust_pickle=trust_pickle)
     notes: list[str] = []
     report = None
     if scan is not None:
