@@ -1,6 +1,6 @@
 """Run by tests/test_memory.py in a fresh process: the peak resident memory of one run.
 
-    python tests/memory_probe.py plain|scan conv|wide BATCHES
+    python tests/memory_probe.py plain|scan conv|wide|onnx-relu|onnx-gelu BATCHES
 
 Prints ``{"peak": bytes, "neurons": n}``: the high-water mark of the process's resident set
 (reset through /proc/self/clear_refs just before the run) minus the resident set at that
@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 
-def conv() -> nn.Module:
+def conv(middle: type[nn.Module] = nn.GELU) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(32, 32, 3, padding=1), nn.GELU(),
+                         nn.Conv2d(32, 32, 3, padding=1), middle(),
                          nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 
@@ -35,14 +35,16 @@ def wide() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-SHAPES = {"conv": (16, 3, 64, 64), "wide": (4, 8, 64)}
+SHAPES = {"conv": (16, 3, 64, 64), "wide": (4, 8, 64), "onnx-relu": (16, 3, 64, 64),
+          "onnx-gelu": (16, 3, 64, 64)}
 
 
 def batches(kind: str, n: int, small: bool = False) -> Iterator[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     shape = SHAPES[kind]
     if small:
-        shape = (2, 3, 4, 4) if kind == "conv" else (1, 1, 64)
+        shape = ((1, 1, 64) if kind == "wide" else (2, 3, 64, 64) if kind.startswith("onnx")
+                 else (2, 3, 4, 4))
     for _ in range(n):
         yield {"input": rng.standard_normal(shape, dtype=np.float32)}
 
@@ -60,12 +62,55 @@ def _hwm() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def onnx_main(mode: str, kind: str, n: int) -> None:
+    """The conv model (its middle activation a ReLU or a GELU) as ONNX: plain onnxruntime
+    (session and runs) or a deadrelu scan."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from deadrelu import scan
+    from deadrelu.data import DataSource
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "conv.onnx")
+        middle = nn.ReLU if kind == "onnx-relu" else nn.GELU
+        torch.onnx.export(conv(middle).eval(), (torch.zeros(2, 3, 64, 64),), path, dynamo=False,
+                          input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+
+        def plain(count: int, small: bool = False) -> None:
+            session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            for b in batches(kind, count, small):
+                session.run(None, b)
+
+        def source(count: int, small: bool = False) -> DataSource:
+            return DataSource("generated", False, None, lambda: batches(kind, count, small))
+
+        # Imports and first-use allocations, on one small batch.
+        warm = scan(path, source(1, small=True))
+        plain(1, small=True)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _rss()
+        if mode == "plain":
+            plain(n)
+        else:
+            scan(path, source(n))
+        print(json.dumps({"peak": _hwm() - base, "neurons": warm.neurons}))
+
+
 def main() -> None:
     from deadrelu import scan
     from deadrelu.data import DataSource
 
     mode, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(1)
+    if kind.startswith("onnx"):
+        onnx_main(mode, kind, n)
+        return
     torch.manual_seed(0)
     model = (conv if kind == "conv" else wide)().eval()
 

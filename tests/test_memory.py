@@ -59,3 +59,22 @@ def test_wide_model_memory_is_proportional_to_neurons_not_samples() -> None:
     # Eight 8-byte accumulators per neuron, their numpy copy and the derived flags.
     assert few <= 1.1 * plain + 256 * neurons, (few, plain, neurons)
     assert abs(many - few) <= GROWTH_TOLERANCE, (few, many)
+
+
+def test_onnx_image_relu_scan_holds_at_most_one_more_activation() -> None:
+    """Image ReLUs are measured with pooling ops (deadrelu/backends/onnx_pooled.py): the
+    site's z lives next to its output, one activation more than plain onnxruntime holds,
+    and no more. Were the statistics left to the end of the run (onnxruntime's execution
+    order, see onnx_instrument._order_for_onnxruntime), every activation would be held."""
+    plain, _ = peak("plain", "onnx-relu", 3)
+    scanned, _ = peak("scan", "onnx-relu", 3)
+    activation = 16 * 32 * 64 * 64 * 4  # 8 MiB
+    assert plain > activation
+    assert scanned <= 1.1 * plain + activation, (scanned, plain)
+
+
+@pytest.mark.parametrize("kind", ["onnx-relu", "onnx-gelu"])
+def test_onnx_scan_memory_does_not_grow_with_samples(kind: str) -> None:
+    few, _ = peak("scan", kind, 3)
+    many, _ = peak("scan", kind, 30)  # 10x the samples
+    assert abs(many - few) <= GROWTH_TOLERANCE, (few, many)
