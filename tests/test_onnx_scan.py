@@ -211,25 +211,29 @@ def test_sites_inside_if_branches_are_measured_and_a_branch_never_taken_is_said(
         "never taken)"]
 
 
-def test_if_branches_taken_by_different_batches_count_only_their_batches(tmp_path: Path
-                                                                         ) -> None:
+@pytest.mark.parametrize("image", [False, True])  # image: (N, 3, 4, 4), the pooled statistics
+def test_if_branches_taken_by_different_batches_count_only_their_batches(tmp_path: Path,
+                                                                         image: bool) -> None:
     from onnx import TensorProto, helper
+
+    dims: list[Any] = ["N", 3, 4, 4] if image else ["N", 3]
+    trail = (1, 1) if image else ()
 
     def branch(name: str) -> Any:
         return helper.make_graph(
             [helper.make_node("Add", ["x", f"{name}_shift"], [f"{name}_z"], name=f"{name}/Add"),
              helper.make_node("Relu", [f"{name}_z"], [f"{name}_y"], name=f"{name}/Relu")],
-            name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["N", 3])])
+            name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, dims)])
 
-    shifts = {"then": np.asarray([1.0, -50.0, 0.0], np.float32),
-              "else": np.asarray([-50.0, 1.0, 0.0], np.float32)}
+    shifts = {"then": np.asarray([1.0, -50.0, 0.0], np.float32).reshape(3, *trail),
+              "else": np.asarray([-50.0, 1.0, 0.0], np.float32).reshape(3, *trail)}
     graph = helper.make_graph(
         [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
          helper.make_node("Greater", ["top", "zero"], ["cond"]),
          helper.make_node("If", ["cond"], ["y"], name="switch",
                           then_branch=branch("then"), else_branch=branch("else"))],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
         [onnx.numpy_helper.from_array(np.float32(0.0), "zero"),
          *(onnx.numpy_helper.from_array(v, f"{k}_shift") for k, v in shifts.items())])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -237,8 +241,11 @@ def test_if_branches_taken_by_different_batches_count_only_their_batches(tmp_pat
     path = tmp_path / "branches.onnx"
     onnx.save(model, str(path))
     rng = np.random.default_rng(0)
-    low = -np.abs(rng.standard_normal((4, 3))).astype(np.float32) - 0.1  # else-branch
-    high = np.abs(rng.standard_normal((6, 3))).astype(np.float32) + 0.1  # then-branch
+    low = -np.abs(rng.standard_normal((4, 3, *trail))).astype(np.float32) - 0.1  # else-branch
+    high = np.abs(rng.standard_normal((6, 3, *trail))).astype(np.float32) + 0.1  # then-branch
+    if image:
+        low, high = np.tile(low, (1, 1, 4, 4)), np.tile(high, (1, 1, 4, 4))
+    axes = (0, 2, 3) if image else (0,)
     data = tmp_path / "x.npy"
     np.save(data, np.concatenate([low, high]))
     result = scan(str(path), str(data), batch_size=4)  # batches: 4 low, 4 high, 2 high
@@ -246,11 +253,13 @@ def test_if_branches_taken_by_different_batches_count_only_their_batches(tmp_pat
     then, other = by_name["switch.then_branch/then/Relu"], by_name["switch.else_branch/else/Relu"]
     assert then.stats.samples == 6 and other.stats.samples == 4
     np.testing.assert_array_equal(then.stats.arrays["active"],
-                                  ((high + shifts["then"]) > 0).sum(axis=0))
+                                  ((high + shifts["then"]) > 0).sum(axis=axes))
     np.testing.assert_array_equal(other.stats.arrays["active"],
-                                  ((low + shifts["else"]) > 0).sum(axis=0))
+                                  ((low + shifts["else"]) > 0).sum(axis=axes))
     np.testing.assert_array_equal(then.stats.arrays["max_pre"],
-                                  (high + shifts["then"]).max(axis=0))
+                                  (high + shifts["then"]).max(axis=axes))
+    np.testing.assert_array_equal(other.stats.arrays["min_pre"],
+                                  (low + shifts["else"]).min(axis=axes))
 
 
 def test_module_paths_are_recovered_from_torch_onnx_export() -> None:
