@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from deadrelu.backends import onnx_pooled
-from deadrelu.backends.onnx_graph import first_line, graph_inputs, without_weights
+from deadrelu.backends.onnx_graph import (
+    first_line,
+    graph_inputs,
+    load_onnx,
+    take_weights,
+    without_weights,
+)
 from deadrelu.backends.onnx_instrument import (
     FIELDS,
     Instrumented,
@@ -53,8 +59,10 @@ class OnnxBackend:
     module_types: Mapping[str, str] | None = None  # TorchScript exports: module path -> class
     inputs: list[InputSpec] = field(init=False)
     sites: list[OnnxSite] = field(init=False)
-    # The large initializers, once taken out of ``model`` (see _split).
+    # The large initializers once taken out of ``model`` (see _split); None again once
+    # handed to the scan's session, which keeps its own copy.
     weights: dict[str, np.ndarray] | None = field(init=False, default=None)
+    _light: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.inputs = graph_inputs(self.model)
@@ -98,17 +106,15 @@ class OnnxBackend:
         if weights is None:
             light, weights = without_weights(model)
         if weights:
-            # Handed over in memory, zero-copy: no serialising and re-parsing of the weights.
-            # OrtValues do not own their numpy arrays: the session keeps them alive.
-            arrays = list(weights.values())
+            # Handed over in memory: no serialising and re-parsing of the weights. onnxruntime
+            # copies them while it creates the session; the arrays may go after that.
             opts.add_external_initializers(
-                list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
+                list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
         try:
             session = ort.InferenceSession(light.SerializeToString(), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise DeadReluError(f"onnxruntime cannot load the model: {first_line(exc)}",
                                 path=self.path) from None
-        session._deadrelu_weights = weights  # keep the arrays alive as long as the session
         return session
 
     def feed(self, batch: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
@@ -161,6 +167,8 @@ class OnnxBackend:
         eps = registry.settings.eps
         fast = _Program(self, instrument(light, scanned, lay, eps, fast=True), weights,
                         registry.device)
+        self._release_weights()
+        del weights
         exact: _Program | None = None  # built on the first batch holding NaN or ±Inf
         stats: dict[str, NeuronStats] = {}
         first_shape: dict[str, tuple[int, ...]] = {}
@@ -169,8 +177,9 @@ class OnnxBackend:
             program, values = fast.program, fast.run(inputs, source)
             if fast.poisoned(values):
                 if exact is None:
-                    exact = _Program(self, instrument(light, scanned, lay, eps), weights,
-                                     registry.device)
+                    exact = _Program(self, instrument(light, scanned, lay, eps),
+                                     self._split()[1], registry.device)
+                    self._release_weights()
                 program, values = exact.program, exact.run(inputs, source)
             for s in scanned:
                 outs = program.outputs.get(s.name)
@@ -197,12 +206,30 @@ class OnnxBackend:
         return results
 
     def _split(self) -> tuple[Any, dict[str, np.ndarray]]:
-        """The model without its large initializers, and those, taken out once: shape
-        inference, instrumenting and sessions copy the graph, and the protobuf's own copy of
-        the weights is freed (a ResNet-50 scan held 100 MB more than plain inference)."""
-        if self.weights is None:
-            self.model, self.weights = without_weights(self.model)
+        """The model without its large initializers, and those.
+
+        Taken out once (shape inference, instrumenting and sessions copy the graph) into a
+        fresh protobuf, so the loaded one and its copy of the weights are freed. A session
+        copies the weights it is given, so they are released after the scan's session is
+        made (:meth:`_release_weights`) and read again from the file if another is needed
+        (the exact graph, for a batch holding NaN or ±Inf). On a ResNet-50 that is 200 MB
+        less than holding them.
+        """
+        import onnx
+
+        if not self._light:
+            self.weights = take_weights(self.model)
+            light = onnx.ModelProto()
+            light.CopyFrom(self.model)
+            self.model, self._light = light, True
+        elif self.weights is None:
+            assert self.path is not None
+            self.weights = take_weights(load_onnx(self.path))
         return self.model, self.weights
+
+    def _release_weights(self) -> None:
+        if self.path is not None:  # else there is no file to read them from again
+            self.weights = None
 
     def _run(self, sess: Any, names: list[str], feed: dict[str, np.ndarray], source: str
              ) -> list[Any]:
@@ -303,6 +330,4 @@ class _Program:
 
 
 def load_onnx_backend(path: Path) -> OnnxBackend:
-    from deadrelu.backends.onnx_graph import load_onnx
-
     return OnnxBackend(load_onnx(path), path)

@@ -197,7 +197,7 @@ IN_MEMORY = "deadrelu-in-memory"  # the location that marks a tensor handed over
 
 def without_weights(model: Any) -> tuple[Any, dict[str, np.ndarray]]:
     """A copy of ``model`` whose large main-graph initializers hold no data (marked as external
-    at IN_MEMORY), and those initializers' values, read without a copy.
+    at IN_MEMORY), and those initializers' values (see :func:`take_weights`).
 
     Shape inference never reads weights, and onnxruntime takes them as OrtValues
     (``add_external_initializers``): neither then serialises and re-parses hundreds of MB.
@@ -206,15 +206,29 @@ def without_weights(model: Any) -> tuple[Any, dict[str, np.ndarray]]:
 
     light = onnx.ModelProto()
     light.CopyFrom(model)
+    return light, take_weights(light)
+
+
+def take_weights(model: Any) -> dict[str, np.ndarray]:
+    """Move the large main-graph initializers out of ``model``, in place: their values are
+    returned and the tensors marked as external at IN_MEMORY.
+
+    A protobuf's memory is freed only with the whole message, so a caller that wants the
+    weights' bytes gone from the protobuf copies the (now light) model and drops this one.
+    """
+    import onnx
+
     weights: dict[str, np.ndarray] = {}
-    for tensor in light.graph.initializer:
-        if len(tensor.raw_data) <= _LARGE or tensor.data_type == onnx.TensorProto.BFLOAT16:
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.BFLOAT16 or not tensor.HasField("raw_data"):
+            continue
+        raw = tensor.raw_data  # a copy of the bytes
+        if len(raw) <= _LARGE:
             continue
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
-        weights[tensor.name] = np.frombuffer(tensor.raw_data, dtype=dtype).reshape(
-            tuple(tensor.dims))
+        weights[tensor.name] = np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims))
         tensor.ClearField("raw_data")
         tensor.data_location = onnx.TensorProto.EXTERNAL
         entry = tensor.external_data.add()
         entry.key, entry.value = "location", IN_MEMORY
-    return light, weights
+    return weights
