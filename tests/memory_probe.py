@@ -1,6 +1,6 @@
 """Run by tests/test_memory.py in a fresh process: the peak resident memory of one run.
 
-    python tests/memory_probe.py plain|scan conv|wide|onnx-relu|onnx-gelu BATCHES
+    python tests/memory_probe.py plain|scan conv|wide|onnx-relu|onnx-gelu|onnx-heavy BATCHES
 
 Prints ``{"peak": bytes, "neurons": n}``: the high-water mark of the process's resident set
 (reset through /proc/self/clear_refs just before the run) minus the resident set at that
@@ -36,15 +36,20 @@ def wide() -> nn.Module:
 
 
 SHAPES = {"conv": (16, 3, 64, 64), "wide": (4, 8, 64), "onnx-relu": (16, 3, 64, 64),
-          "onnx-gelu": (16, 3, 64, 64)}
+          "onnx-gelu": (16, 3, 64, 64), "onnx-heavy": (16, 1024)}
+
+
+def heavy() -> nn.Module:
+    """64 MiB of weights around one small ReLU site: what weights cost, not activations."""
+    return nn.Sequential(nn.Linear(1024, 8192), nn.ReLU(), nn.Linear(8192, 1024))
 
 
 def batches(kind: str, n: int, small: bool = False) -> Iterator[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     shape = SHAPES[kind]
     if small:
-        shape = ((1, 1, 64) if kind == "wide" else (2, 3, 64, 64) if kind.startswith("onnx")
-                 else (2, 3, 4, 4))
+        shape = ((1, 1, 64) if kind == "wide" else (2, 1024) if kind == "onnx-heavy"
+                 else (2, 3, 64, 64) if kind.startswith("onnx") else (2, 3, 4, 4))
     for _ in range(n):
         yield {"input": rng.standard_normal(shape, dtype=np.float32)}
 
@@ -63,8 +68,8 @@ def _hwm() -> int:
 
 
 def onnx_main(mode: str, kind: str, n: int) -> None:
-    """The conv model (its middle activation a ReLU or a GELU) as ONNX: plain onnxruntime
-    (session and runs) or a deadrelu scan."""
+    """The conv model (its middle activation a ReLU or a GELU), or the heavy one, as ONNX:
+    plain onnxruntime (session and runs) or a deadrelu scan."""
     import tempfile
 
     import onnxruntime as ort
@@ -74,9 +79,11 @@ def onnx_main(mode: str, kind: str, n: int) -> None:
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "conv.onnx")
-        middle = nn.ReLU if kind == "onnx-relu" else nn.GELU
-        torch.onnx.export(conv(middle).eval(), (torch.zeros(2, 3, 64, 64),), path, dynamo=False,
+        path = os.path.join(tmp, "model.onnx")
+        model = heavy() if kind == "onnx-heavy" else conv(
+            nn.ReLU if kind == "onnx-relu" else nn.GELU)
+        example = torch.zeros(2, *SHAPES[kind][1:])
+        torch.onnx.export(model.eval(), (example,), path, dynamo=False,
                           input_names=["input"], dynamic_axes={"input": {0: "batch"}})
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1

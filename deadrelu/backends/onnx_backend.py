@@ -21,6 +21,7 @@ from deadrelu.backends.onnx_graph import (
     first_line,
     graph_inputs,
     load_onnx,
+    point_weights_at_file,
     take_weights,
     without_weights,
 )
@@ -206,26 +207,33 @@ class OnnxBackend:
         return results
 
     def _split(self) -> tuple[Any, dict[str, np.ndarray]]:
-        """The model without its large initializers, and those.
+        """The model without its large initializers, and those it still needs handed over.
 
-        Taken out once (shape inference, instrumenting and sessions copy the graph) into a
-        fresh protobuf, so the loaded one and its copy of the weights are freed. A session
-        copies the weights it is given, so they are released after the scan's session is
-        made (:meth:`_release_weights`) and read again from the file if another is needed
-        (the exact graph, for a batch holding NaN or ±Inf). On a ResNet-50 that is 200 MB
-        less than holding them.
+        Done once (shape inference, instrumenting and sessions copy the graph), into a fresh
+        protobuf, so the loaded one and its copy of the weights are freed. Tensors stored in
+        the file are pointed at their own bytes there (onnx_offsets), so onnxruntime reads
+        them from disk as plain inference does; the rest come back as arrays, which a session
+        copies: they are released once the scan's session is made (:meth:`_release_weights`)
+        and read again if another is needed (the exact graph, for a batch with NaN or ±Inf).
+        ResNet-50: 676 MiB peak when deadrelu held the weights, 481 MiB with them released,
+        plain onnxruntime 338.
         """
         import onnx
 
         if not self._light:
-            self.weights = take_weights(self.model)
+            self.weights = self._take(self.model)
             light = onnx.ModelProto()
             light.CopyFrom(self.model)
             self.model, self._light = light, True
         elif self.weights is None:
             assert self.path is not None
-            self.weights = take_weights(load_onnx(self.path))
+            self.weights = self._take(load_onnx(self.path))
         return self.model, self.weights
+
+    def _take(self, model: Any) -> dict[str, np.ndarray]:
+        if self.path is not None:
+            point_weights_at_file(model, self.path)
+        return take_weights(model)  # what is left: {} for most files
 
     def _release_weights(self) -> None:
         if self.path is not None:  # else there is no file to read them from again

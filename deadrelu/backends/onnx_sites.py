@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -433,17 +433,18 @@ def _torch_base(site: OnnxSite, node: Any, module_types: Mapping[str, str] | Non
     return None
 
 
+def _all_nodes(graph: Any) -> Iterator[Any]:
+    for node in graph.node:
+        yield node
+        for _, g in subgraphs(node):
+            yield from _all_nodes(g)
+
+
 def _name_sites(sites: list[OnnxSite], model: Any,
                 module_types: Mapping[str, str] | None) -> None:
-    by_label: dict[str, Any] = {}
-
-    def collect(graph: Any) -> None:
-        for node in graph.node:
-            by_label[node_label(node)] = node
-            for _, g in subgraphs(node):
-                collect(g)
-
-    collect(model.graph)
+    # No recursive closure here: it would be a reference cycle holding node protos, and so
+    # the whole loaded model (weights included), until the cyclic garbage collector ran.
+    by_label = {node_label(node): node for node in _all_nodes(model.graph)}
     counts: dict[str, int] = {}
     for s in sites:
         node = by_label.get(s.node)

@@ -1,0 +1,60 @@
+"""Initializer offsets read from the protobuf wire format (deadrelu/backends/onnx_offsets.py)
+point at exactly each tensor's bytes; anything that does not parse gives no offsets; and a
+scan whose weights onnxruntime reads from the file gives the numbers of one that hands them
+over in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from deadrelu import scan
+from deadrelu.backends import onnx_backend
+from deadrelu.backends.onnx_offsets import raw_data_offsets
+from tests.conftest import FIXTURES, GENERATED
+
+ONNX_FILES = sorted({GENERATED / f["files"]["onnx"] for f in FIXTURES.values()
+                     if "onnx" in f.get("files", {})})
+
+
+@pytest.mark.parametrize("path", ONNX_FILES, ids=lambda p: p.name)
+def test_offsets_hold_each_initializers_bytes(path: Path) -> None:
+    model = onnx.load(str(path), load_external_data=False)
+    data = path.read_bytes()
+    offsets = raw_data_offsets(path)
+    with_raw = {t.name: t.raw_data for t in model.graph.initializer if t.HasField("raw_data")}
+    assert set(offsets) == set(with_raw) and offsets
+    for name, raw in with_raw.items():
+        start, length = offsets[name]
+        assert data[start:start + length] == raw, name
+
+
+def test_a_truncated_or_foreign_file_gives_no_offsets(tmp_path: Path) -> None:
+    data = (GENERATED / FIXTURES["digits_cnn"]["files"]["onnx"]).read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 2])
+    assert raw_data_offsets(cut) == {}
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x0f" * 64)  # wire type 7 does not exist
+    assert raw_data_offsets(junk) == {}
+    assert raw_data_offsets(tmp_path / "missing.onnx") == {}
+
+
+def test_weights_read_from_the_file_give_the_in_memory_numbers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    f = FIXTURES["digits_cnn"]
+    path, data = str(GENERATED / f["files"]["onnx"]), str(GENERATED / f["data"])
+    moved: list[int] = []
+    real = onnx_backend.point_weights_at_file
+    monkeypatch.setattr(onnx_backend, "point_weights_at_file",
+                        lambda model, p: moved.append(real(model, p)) or moved[-1])
+    from_file = scan(path, data)
+    assert moved and moved[0] >= 2  # the conv and linear weights are read from the file
+    monkeypatch.setattr(onnx_backend, "point_weights_at_file", lambda model, p: 0)
+    in_memory = scan(path, data)
+    for a, b in zip(from_file.sites, in_memory.sites, strict=True):
+        for field in a.stats.arrays:
+            np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])
