@@ -58,3 +58,16 @@ def test_weights_read_from_the_file_give_the_in_memory_numbers(
     for a, b in zip(from_file.sites, in_memory.sites, strict=True):
         for field in a.stats.arrays:
             np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])
+
+
+def test_a_symlinked_model_file_scans_like_the_file(tmp_path: Path) -> None:
+    """onnxruntime refuses external data whose resolved path leaves the model's folder, as
+    the target of a symlink does: such a model hands its weights over in memory instead."""
+    f = FIXTURES["digits_cnn"]
+    target, data = GENERATED / f["files"]["onnx"], str(GENERATED / f["data"])
+    link = tmp_path / "linked.onnx"
+    link.symlink_to(target.resolve())
+    direct, linked = scan(str(target), data), scan(str(link), data)
+    for a, b in zip(direct.sites, linked.sites, strict=True):
+        for field in a.stats.arrays:
+            np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])

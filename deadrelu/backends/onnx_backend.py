@@ -9,6 +9,7 @@ path, so shards, formats and processes combine exactly.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +232,11 @@ class OnnxBackend:
         return self.model, self.weights
 
     def _take(self, model: Any) -> dict[str, np.ndarray]:
-        if self.path is not None:
-            point_weights_at_file(model, self.path)
+        # onnxruntime refuses external data whose resolved path leaves the model's folder as
+        # given, as a symlinked model file's does: such files hand the weights over in memory.
+        path = self.path
+        if path is not None and os.path.realpath(path) == os.path.abspath(path):
+            point_weights_at_file(model, path)
         return take_weights(model)  # what is left: {} for most files
 
     def _release_weights(self) -> None:
