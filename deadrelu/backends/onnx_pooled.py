@@ -16,7 +16,7 @@ samples to numpy (:func:`fold`):
 The indicator is a depthwise convolution of weight 2**127 with HardSigmoid(alpha=2**127)
 fused into it: the smallest positive float32, 2**-149, becomes 2**105 and clips to 1; 0
 stays 0. NaN in z stays NaN through Relu into the sums, ±Inf reaches the extremes: a batch
-with any non-finite figure is rerun through the exact graph (see :func:`poison_outputs`).
+with any non-finite figure is rerun through the exact graph (see :func:`poisoned`).
 """
 
 from __future__ import annotations
