@@ -240,7 +240,9 @@ class OnnxBackend:
         return take_weights(model)  # what is left: {} for most files
 
     def _release_weights(self) -> None:
-        if self.path is not None:  # else there is no file to read them from again
+        # Only arrays are released ({} when the file holds them all: nothing to read again),
+        # and only when there is a file to read them from again.
+        if self.path is not None and self.weights:
             self.weights = None
 
     def _run(self, sess: Any, names: list[str], feed: dict[str, np.ndarray], source: str
