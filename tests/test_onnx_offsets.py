@@ -71,3 +71,32 @@ def test_a_symlinked_model_file_scans_like_the_file(tmp_path: Path) -> None:
     for a, b in zip(direct.sites, linked.sites, strict=True):
         for field in a.stats.arrays:
             np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])
+
+
+def test_weights_handed_over_in_memory_are_read_again_for_a_nan_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlinked model hands its weights over in memory and releases them once the scan's
+    session exists; a batch holding NaN needs the exact graph's session, which reads them
+    from the file again."""
+    f = FIXTURES["digits_cnn"]
+    target = GENERATED / f["files"]["onnx"]
+    with np.load(GENERATED / f["data"]) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    name = next(iter(arrays))
+    arrays[name] = arrays[name].astype(np.float32)
+    arrays[name].reshape(-1)[5] = np.nan
+    data = tmp_path / "with_nan.npz"
+    np.savez(data, **arrays)
+    link = tmp_path / "linked.onnx"
+    link.symlink_to(target.resolve())
+    direct = scan(str(target), str(data))
+    taken: list[int] = []
+    real = onnx_backend.OnnxBackend._take
+    monkeypatch.setattr(onnx_backend.OnnxBackend, "_take",
+                        lambda self, model: taken.append(1) or real(self, model))
+    linked = scan(str(link), str(data))
+    assert len(taken) == 2  # once at the start, once more for the exact graph's session
+    assert any(s.figures.nonfinite for s in direct.sites)  # the exact graph did run
+    for a, b in zip(direct.sites, linked.sites, strict=True):
+        for field in a.stats.arrays:
+            np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])
