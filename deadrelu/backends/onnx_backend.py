@@ -24,7 +24,6 @@ from deadrelu.backends.onnx_graph import (
     load_onnx,
     point_weights_at_file,
     take_weights,
-    without_weights,
 )
 from deadrelu.backends.onnx_instrument import (
     FIELDS,
@@ -83,11 +82,9 @@ class OnnxBackend:
 
     # ------------------------------------------------------------------ running
 
-    def session(self, model: Any, device: Any,
-                weights: dict[str, np.ndarray] | None = None) -> Any:
-        """A session of ``model``; with ``weights``, ``model`` is already
-        :func:`~deadrelu.backends.onnx_graph.without_weights`'s light copy and these are
-        its weights."""
+    def session(self, model: Any, device: Any, weights: Mapping[str, np.ndarray]) -> Any:
+        """A session of ``model``, a light copy from :meth:`_split`, given the ``weights``
+        it still needs handed over in memory."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -104,16 +101,13 @@ class OnnxBackend:
                 raise DeadReluError("--device cuda: this onnxruntime has no CUDA execution "
                                     "provider (install onnxruntime-gpu)", path=self.path)
             providers.insert(0, "CUDAExecutionProvider")
-        light = model
-        if weights is None:
-            light, weights = without_weights(model)
         if weights:
             # Handed over in memory: no serialising and re-parsing of the weights. onnxruntime
             # copies them while it creates the session; the arrays may go after that.
             opts.add_external_initializers(
                 list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
         try:
-            session = ort.InferenceSession(light.SerializeToString(), opts, providers=providers)
+            session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise DeadReluError(f"onnxruntime cannot load the model: {first_line(exc)}",
                                 path=self.path) from None
@@ -256,12 +250,13 @@ class OnnxBackend:
     def _fold(self, s: OnnxSite, outs: Mapping[str, str], values: Mapping[str, Any],
               lay: SiteLayout, stats: dict[str, NeuronStats],
               first_shape: dict[str, tuple[int, ...]]) -> None:
-        pooled = None
+        batch: Mapping[str, Any] | None = None
         if "pooled" in outs:
-            pooled = onnx_pooled.fold(values, outs, lay)
-            if pooled is None:
+            folded = onnx_pooled.fold(values, outs, lay)
+            if folded is None:
                 return  # an empty batch, or an If branch this batch did not take
-            shape, neurons = pooled[1], pooled[1][1]
+            batch, shape = folded
+            neurons = shape[1]
         else:
             shape = tuple(int(d) for d in values[outs["shape"]])
             if not shape and np.asarray(values[outs["active"]]).size == 0:
@@ -276,11 +271,11 @@ class OnnxBackend:
                                 f"{first_shape[s.name]}); its neurons must stay the same")
         total = int(np.prod(shape)) if shape else 1
         per_neuron = total // max(neurons, 1)
-        # The fast graph runs only on all-finite batches: every element is finite there.
-        missing = {"finite": np.full(neurons, per_neuron, dtype=np.int64)}
-        batch = pooled[0] if pooled is not None else {
-            f: values[outs[f]] if f in outs else missing.get(f, np.zeros(neurons, dtype=np.int64))
-            for f in FIELDS}
+        if batch is None:
+            # The fast graph runs only on all-finite batches: every element is finite there.
+            missing = {"finite": np.full(neurons, per_neuron, dtype=np.int64)}
+            batch = {f: values[outs[f]] if f in outs
+                     else missing.get(f, np.zeros(neurons, dtype=np.int64)) for f in FIELDS}
         if lay.rank >= 2 and lay.channel_axis != 0:
             samples = shape[0]
         else:

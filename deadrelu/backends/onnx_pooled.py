@@ -93,9 +93,8 @@ def fold(values: Mapping[str, Any], outs: Mapping[str, str], lay: SiteLayout
     if joined.size == 0:
         return None
     samples, inner = joined.shape[0], lay.inner
-    per_sample = dict(zip(PARTS, np.split(joined.reshape(samples, len(PARTS), -1), len(PARTS),
-                                          axis=1), strict=True))
-    per_sample = {p: a[:, 0, :] for p, a in per_sample.items()}  # each (N, C)
+    parts = joined.reshape(samples, len(PARTS), -1)
+    per_sample = {p: parts[:, i] for i, p in enumerate(PARTS)}  # each (N, C)
     counts = np.rint(per_sample["count"].astype(np.float64) * inner).astype(np.int64)
     sums = per_sample["sum"].astype(np.float64) * inner
     batch = {
