@@ -25,8 +25,10 @@ from deadrelu.stats import NEURON_FIELDS, NeuronStats
 _EXACT_COUNT = 2**24
 # Up to this many elements per (sample, channel), pooling and matmul beat amax and sum.
 _SMALL_INNER = 16
-# Largest scratch buffer of the fast path, in elements (8 MiB of float32).
-_SCRATCH = 2**21
+# Elements per part of the fast path (4 MiB of float32): a part stays in the last-level
+# cache between passes. Measured on a 2-core EPYC (32 MiB L3): 1-4 MiB parts beat both
+# smaller ones (per-op overhead) and whole 12-49 MiB activations (memory bandwidth).
+_PART = 2**20
 # Kinds whose output is >= 0 wherever the input is finite: |h| = h.
 _NONNEGATIVE = frozenset({"relu", "relu6", "softplus", "sigmoid", "hardsigmoid"})
 
@@ -94,30 +96,45 @@ def _small_inner(v: torch.Tensor) -> bool:
     return v.shape[1] == 1 and 1 < v.shape[3] <= _SMALL_INNER and v.dtype == torch.float32
 
 
-def _extremes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (sample, channel) max and min of ``v`` (A, P, C, Q); NaN propagates."""
+def _extremes_into(v: torch.Tensor, out: torch.Tensor, buf: torch.Tensor) -> None:
+    """Per (sample, channel) max and *negated* min of ``v`` (A, P, C, Q) into ``out``
+    (2, A, C), so that one max reduces both over batches; NaN propagates. ``buf``: scratch
+    of v's shape."""
     a, _, c, q = v.shape
     if _small_inner(v):
-        flat = v.reshape(a, 1, c * q)  # a max-pool of width Q is 3x faster there
-        return (F.max_pool1d(flat, q).reshape(a, c),
-                F.max_pool1d(flat.neg(), q).neg_().reshape(a, c))
-    return v.amax(dim=(1, 3)), v.amin(dim=(1, 3))
+        # A max-pool of width Q is 3x faster than amax there.
+        out[0].copy_(F.max_pool1d(v.reshape(a, 1, c * q), q).reshape(a, c))
+        negated = torch.neg(v, out=buf).reshape(a, 1, c * q)
+        out[1].copy_(F.max_pool1d(negated, q).reshape(a, c))
+        return
+    torch.amax(v, dim=(1, 3), out=out[0])
+    torch.amin(v, dim=(1, 3), out=out[1]).neg_()
+
+
+def _sum_into(v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Per (sample, channel) float32 sum of ``v`` (A, P, C, Q) into ``out`` (A, C); exact
+    for 0/1 counts."""
+    if _small_inner(v):
+        ones = torch.ones(v.shape[3], dtype=v.dtype, device=v.device)
+        return torch.matmul(v.reshape(v.shape[0], v.shape[2], v.shape[3]), ones, out=out)
+    return torch.sum(v, dim=(1, 3), dtype=torch.float32, out=out)
 
 
 def _sum(v: torch.Tensor) -> torch.Tensor:
-    """Per (sample, channel) float32 sum of ``v`` (A, P, C, Q); exact for 0/1 counts."""
-    if _small_inner(v):
-        ones = torch.ones(v.shape[3], dtype=v.dtype, device=v.device)
-        return torch.matmul(v.reshape(v.shape[0], v.shape[2], v.shape[3]), ones)
-    return v.sum(dim=(1, 3), dtype=torch.float32)
+    out = torch.empty((v.shape[0], v.shape[2]), dtype=torch.float32, device=v.device)
+    return _sum_into(v, out)
 
 
-def _scratch(v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """``v`` split along its sample axis into parts of at most _SCRATCH elements (one part
-    when a sample is larger), and a buffer the size of the largest part: the scan's extra
-    memory stays bounded however large an activation is."""
+def _parts(v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """``v`` split along its sample axis into parts of at most _PART elements (one part
+    when a sample is larger), and a scratch buffer the size of the largest part.
+
+    Every pass of the fast path runs part by part, so that the second and later passes read
+    the part from the cache instead of memory (2x faster on a 49 MiB activation); it also
+    bounds the scan's extra memory however large an activation is.
+    """
     row = max(1, v[0].numel())
-    rows = max(1, _SCRATCH // row)
+    rows = max(1, _PART // row)
     parts = v.split(rows) if v.shape[0] > rows else (v,)
     return parts, torch.empty((min(rows, v.shape[0]), *v.shape[1:]), dtype=v.dtype,
                               device=v.device)
@@ -143,6 +160,23 @@ class TorchSiteAccumulator:
         self._all_finite = 0
         self._positive_is_active = rule.intervals == (Interval(0.0, math.inf),)
         self._nonnegative = rule.kind in _NONNEGATIVE
+        # Kinds whose output is clamp(z, lo, hi) with lo >= 0: the fast path sums it from z.
+        self._output_is_clamp: tuple[float, float | None] | None = (
+            (0.0, None) if rule.kind == "relu"
+            else (rule.cap[0], rule.cap[1]) if rule.cap is not None and rule.cap[0] >= 0
+            else None)
+        self._output_folded = False
+        # The fast path's per-neuron sums, one row per field (float64: exact for counts
+        # below 2**53), and its [max, -min] of z; both folded into acc by to_stats.
+        self._rows: list[str] = ["active", "active_samples"]  # abs_sum last: optional
+        if not self._positive_is_active:
+            self._rows.append("positive")
+        if rule.cap is not None:
+            self._rows.append("at_cap")
+        if self._output_is_clamp is not None:
+            self._rows.append("abs_sum")
+        self._sums: torch.Tensor | None = None
+        self._extremes: torch.Tensor | None = None
 
     def _dims(self, ndim: int) -> tuple[list[int], list[int]]:
         reduce = [d for d in range(ndim) if d != self.channel_axis]
@@ -159,17 +193,11 @@ class TorchSiteAccumulator:
         z = z.detach()
         if z.ndim == 0:
             z = z.reshape(1)
+        self._output_folded = False
         if self.fast and prelu_weight is None and z.is_floating_point():
             v = self._view(z)
-            if v.shape[1] * v.shape[3] < _EXACT_COUNT:
-                # One pass each; NaN propagates through amax/amin, so finite extremes of
-                # every (sample, channel) slice prove the whole slice finite.
-                mx, mn = _extremes(v)
-                # NaN and ±Inf make the spread non-finite (so may a huge finite spread:
-                # that only sends the batch down the masked path).
-                if math.isfinite((mx - mn).sum(dtype=torch.float64).item()):
-                    self._observe_finite(v, mx, mn)
-                    return None
+            if v.shape[1] * v.shape[3] < _EXACT_COUNT and self._observe_finite(v):
+                return None
         return self._observe_general(z, prelu_weight)
 
     def _view(self, z: torch.Tensor) -> torch.Tensor:
@@ -180,42 +208,86 @@ class TorchSiteAccumulator:
             return z.reshape(z.shape[0], math.prod(z.shape[1:axis]), z.shape[axis], -1)
         return z.reshape(1, math.prod(z.shape[:axis]), z.shape[axis], -1)
 
-    def _observe_finite(self, v: torch.Tensor, mx: torch.Tensor, mn: torch.Tensor) -> None:
-        """The all-finite fast path: a comparison and a sum per threshold, into a scratch
-        buffer, counted per (sample, channel) in float32 (exact below 2**24 elements)."""
-        a, p, _, q = v.shape
-        per = p * q
-        parts, buf = _scratch(v)
+    def _observe_finite(self, v: torch.Tensor) -> bool:
+        """The all-finite fast path. Folds the batch in and returns True, or returns False
+        with nothing folded in when some element is NaN or ±Inf.
 
-        def count(op: Any, bound: float) -> torch.Tensor:
-            sums = [_sum(op(part, bound, out=buf[:len(part)])) for part in parts]
-            return sums[0] if len(sums) == 1 else torch.cat(sums)
-
-        acc = self.acc
-        active: torch.Tensor | None = None
-        for iv in self.rule.intervals:
-            if iv.lo == -math.inf:
-                part = torch.full(mx.shape, float(per), dtype=torch.float32, device=v.device)
-            else:
-                part = count(torch.ge if iv.lo_closed else torch.gt, iv.lo)
-            if iv.hi != math.inf:
-                part = part - count(torch.gt if iv.hi_closed else torch.ge, iv.hi)
-            active = part if active is None else active + part
-        if active is None:
-            active = torch.zeros(mx.shape, dtype=torch.float32, device=v.device)
-        counts = active.to(torch.int64)
-        total = counts.sum(dim=0)
-        acc["active"] += total
-        acc["active_samples"] += (counts > 0).sum(dim=0)
-        acc["positive"] += (total if self._positive_is_active
-                            else count(torch.gt, 0.0).to(torch.int64).sum(dim=0))
+        Every per-(sample, channel) figure is written into one array, so that one sum and
+        one max per batch fold them in: on small feature maps the cost is the number of
+        torch calls, not the bytes.
+        """
+        a, _, c, _ = v.shape
+        parts, buf = _parts(v)
+        # A clamp's |h| is summed from z here when z spans several parts: the post-hook's
+        # pass over h would read it from memory, while each part is in the cache now.
+        fold = self._output_is_clamp is not None and len(parts) > 1
+        used = len(self._rows) - (self._output_is_clamp is not None and not fold)
+        fig = torch.empty((used + 2, a, c), dtype=torch.float32, device=v.device)
+        ext = torch.empty((2, a, c), dtype=v.dtype, device=v.device)
+        if len(parts) == 1:
+            _extremes_into(v, ext, buf)
+            self._figures_into(v, buf, fig.unbind(0), fold)
+        else:
+            start = 0
+            for part in parts:
+                end = start + len(part)
+                scratch = buf[:len(part)]
+                _extremes_into(part, ext[:, start:end], scratch)
+                self._figures_into(part, scratch, fig[:, start:end].unbind(0), fold)
+                start = end
+        # NaN propagates through max and min, so finite extremes of every (sample, channel)
+        # slice prove the whole slice finite; ±Inf makes the sum non-finite.
+        if not math.isfinite(ext.sum(dtype=torch.float64).item()):
+            return False
+        torch.gt(fig[0], 0, out=fig[1])  # samples with an active element
+        sums, extremes = self._sums, self._extremes
+        if sums is None or extremes is None:
+            sums = self._sums = torch.zeros((len(self._rows), c), dtype=torch.float64,
+                                            device=v.device)
+            extremes = self._extremes = torch.full((2, c), -math.inf, dtype=torch.float64,
+                                                   device=v.device)
+        sums[:used] += fig[:used].sum(dim=1, dtype=torch.float64)
+        torch.maximum(extremes, ext.amax(dim=1), out=extremes)
+        self._output_folded = fold
+        per = v.shape[1] * v.shape[3]
         self._all_finite += a * per  # every element of every neuron: added in to_stats
-        if self.rule.cap is not None:
-            acc["at_cap"] += count(torch.ge, self.rule.cap[1]).to(torch.int64).sum(dim=0)
-        torch.maximum(acc["max_pre"], mx.amax(dim=0), out=acc["max_pre"])
-        torch.minimum(acc["min_pre"], mn.amin(dim=0), out=acc["min_pre"])
         self.samples += a
         self.elements += a * per
+        return True
+
+    def _figures_into(self, part: torch.Tensor, buf: torch.Tensor,
+                      fig: Sequence[torch.Tensor], fold: bool) -> None:
+        """The rows of :attr:`_rows` for one part (A, P, C, Q), each (A, C): float32 counts
+        (exact below 2**24 elements), each a compare into ``buf`` and its sum; with
+        ``fold``, the sum of the clamp's output. The last two rows of ``fig`` are scratch."""
+
+        def count(op: Any, bound: float, out: torch.Tensor) -> torch.Tensor:
+            return _sum_into(op(part, bound, out=buf), out)
+
+        active = fig[0]
+        for i, iv in enumerate(self.rule.intervals):
+            got = active if i == 0 else fig[-2]
+            if iv.lo == -math.inf:
+                got.fill_(float(part.shape[1] * part.shape[3]))
+            else:
+                count(torch.ge if iv.lo_closed else torch.gt, iv.lo, got)
+            if iv.hi != math.inf:
+                got.sub_(count(torch.gt if iv.hi_closed else torch.ge, iv.hi, fig[-1]))
+            if i > 0:
+                active.add_(got)
+        if not self.rule.intervals:
+            active.zero_()
+        row = 2
+        if not self._positive_is_active:
+            count(torch.gt, 0.0, fig[row])
+            row += 1
+        if self.rule.cap is not None:
+            count(torch.ge, self.rule.cap[1], fig[row])
+            row += 1
+        if fold:
+            assert self._output_is_clamp is not None
+            # h = clamp(z) >= 0 exactly, so its sum is |h|'s.
+            _sum_into(torch.clamp(part, *self._output_is_clamp, out=buf), fig[row])
 
     def _observe_general(self, z: torch.Tensor, prelu_weight: torch.Tensor | None
                          ) -> torch.Tensor:
@@ -255,14 +327,21 @@ class TorchSiteAccumulator:
         if h.ndim == 0:
             h = h.reshape(1)
         if finite is None:  # the fast path: every input, so every output, was finite
+            if self._output_folded:
+                return
             v = self._view(h)
             if self._nonnegative:
                 sums = _sum(v)
             else:
-                parts, buf = _scratch(v)
-                sums = torch.cat([_sum(torch.abs(part, out=buf[:len(part)]))
-                                  for part in parts])
-            self.acc["abs_sum"] += sums.to(torch.float64).sum(dim=0)
+                parts, buf = _parts(v)
+                sums = torch.empty((v.shape[0], v.shape[2]), dtype=torch.float32,
+                                   device=v.device)
+                start = 0
+                for part in parts:
+                    end = start + len(part)
+                    _sum_into(torch.abs(part, out=buf[:len(part)]), sums[start:end])
+                    start = end
+            self.acc["abs_sum"] += sums.sum(dim=0, dtype=torch.float64)
             return
         if h.ndim == 1:
             h = h.reshape(-1, 1)
@@ -274,5 +353,14 @@ class TorchSiteAccumulator:
         arrays = {name: t.cpu().numpy().astype(NEURON_FIELDS[name][1])
                   for name, t in self.acc.items()}
         arrays["finite"] += self._all_finite
+        if self._sums is not None and self._extremes is not None:
+            sums = self._sums.cpu().numpy()
+            for name, row in zip(self._rows, sums, strict=True):
+                arrays[name] += row.astype(arrays[name].dtype)  # counts: exact integers
+            if self._positive_is_active:
+                arrays["positive"] += sums[0].astype(np.int64)
+            top, neg_bottom = self._extremes.cpu().numpy()
+            np.maximum(arrays["max_pre"], top, out=arrays["max_pre"])
+            np.minimum(arrays["min_pre"], -neg_bottom, out=arrays["min_pre"])
         return NeuronStats({k: np.asarray(v) for k, v in arrays.items()}, self.samples,
                            self.elements)

@@ -77,17 +77,20 @@ def test_fast_path_with_a_channel_axis_override(axis: int) -> None:
                  _scan("gelu", shape, False, batches, axis))
 
 
-def test_large_activations_are_counted_in_bounded_parts(monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+@pytest.mark.parametrize("kind", ["gelu", "relu", "relu6", "hardtanh", "sigmoid"])
+def test_large_activations_are_counted_in_bounded_parts(monkeypatch: pytest.MonkeyPatch,
+                                                        kind: str) -> None:
+    # Several parts: ReLU and ReLU6 then sum their output from z, part by part.
     import deadrelu.measure
 
     shape = (9, 4, 5, 6)
-    rule = SiteRule("gelu", {"approximate": "none"}, 1e-3)
+    _, params = call_params(kind, (None,), {})
+    rule = SiteRule(kind, params, 1e-3)
     batches = [_batch(shape, rule, seed) for seed in range(2)]
-    whole = _scan("gelu", shape, True, batches)
-    monkeypatch.setattr(deadrelu.measure, "_SCRATCH", 2 * 4 * 5 * 6)  # parts of 2 samples
-    _assert_same(_scan("gelu", shape, True, batches), whole)
-    _assert_same(_scan("gelu", shape, False, batches), whole)
+    whole = _scan(kind, shape, True, batches)
+    monkeypatch.setattr(deadrelu.measure, "_PART", 2 * 4 * 5 * 6)  # parts of 2 samples
+    _assert_same(_scan(kind, shape, True, batches), whole)
+    _assert_same(_scan(kind, shape, False, batches), whole)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
