@@ -144,12 +144,22 @@ def test_per_site_override_from_config(tmp_path: Path, monkeypatch: pytest.Monke
     (["--max-dead", "-1"], "--max-dead -1 is out of range"),
     (["--max-new-dead", "0"], "need --baseline"),
     (["--max-dead", "1", "--junit", "/no/such/dir/j.xml"], "the directory does not exist"),
+    (["--max-dead", "1", "-o", "/no/such/dir/c.json"], "the directory does not exist"),
+    (["--max-dead", "1", "-o", "."], "it is a directory"),
 ])
 def test_bad_limits_exit_2_with_one_line(tmp_path: Path, args: list[str], words: str) -> None:
     res = cli("check", "--scan", report(NAME, tmp_path), *args)
     assert res.exit_code == 2
     assert words in res.stderr
     assert res.stderr.count("\n") == 1 and res.stdout == ""
+
+
+def test_output_never_replaces_the_checked_report(tmp_path: Path) -> None:
+    scan = report(NAME, tmp_path)
+    before = scan.read_bytes()
+    res = cli("check", "--scan", scan, "--max-dead", 1, "-o", scan)
+    assert res.exit_code == 2 and "would overwrite the input" in res.stderr
+    assert scan.read_bytes() == before
 
 
 def test_no_model_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -255,3 +255,25 @@ def test_unwritable_output(tmp_path: Path) -> None:
     r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-o",
             str(tmp_path / "missing" / "out.json"))
     assert_user_error(r, "out.json", "directory does not exist")
+
+
+def test_output_is_checked_before_the_scan(tmp_path: Path) -> None:
+    # A data file that does not exist would fail the scan: the output's error comes first.
+    r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", str(tmp_path / "none.npz"),
+            "-o", str(tmp_path / "missing" / "out.json"))
+    assert_user_error(r, "out.json", "directory does not exist")
+    r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-o",
+            str(tmp_path))
+    assert_user_error(r, str(tmp_path), "is a directory")
+
+
+@pytest.mark.parametrize("which", ["model", "data"])
+def test_output_never_replaces_an_input(tmp_path: Path, which: str) -> None:
+    model, data = tmp_path / "model.pt", tmp_path / "data.npz"
+    model.write_bytes(Path(DIGITS_PT).read_bytes())
+    data.write_bytes(Path(DIGITS_DATA).read_bytes())
+    target = model if which == "model" else data
+    before = target.read_bytes()
+    r = run("scan", str(model), "--arch", DIGITS_ARCH, "--data", str(data), "-o", str(target))
+    assert_user_error(r, "would overwrite the input")
+    assert target.read_bytes() == before

@@ -30,6 +30,7 @@ from deadrelu.cli.common import (
     StdOpt,
     TauOpt,
     TrustPickleOpt,
+    check_writable,
     user_errors,
     warn,
     write_formatted,
@@ -130,9 +131,11 @@ def check_command(
             overrides=tuple(cfg.sites), ignore=tuple(ignore or ()),
             max_new_dead=max_new_dead, max_dead_rate_increase=max_dead_rate_increase)
         limits.validate()  # before the scan: a bad limit fails in a second, not a minute
+        inputs = [p for p in (model, scan_report, baseline) if p is not None]
+        inputs += [Path(data)] if data else []
         for target in (output, junit):
-            if target is not None and not target.absolute().parent.is_dir():
-                raise DeadReluError("cannot write: the directory does not exist", path=target)
+            if target is not None:
+                check_writable(target, inputs=inputs)
         if limits.is_empty():
             warn("no limits set (--max-dead-rate, --max-site-dead-rate, …, or [tool.deadrelu]"
                  "): the check passes whatever the scan finds")

@@ -120,8 +120,10 @@ def scan_command(
     from deadrelu.report import render
 
     with user_errors():
-        if html is not None:  # fail before the scan, not after it
-            check_writable(html, inputs=[model])
+        inputs = [model] + ([Path(data)] if data else [])
+        for target in (html, output):  # fail before the scan, not after it
+            if target is not None:
+                check_writable(target, inputs=inputs)
         result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
                           batch_size, samples, device, eps, tau, min_active, channel_axis,
                           image_size, mean, std, drop_columns, fast_path, distributed, dtype,
