@@ -124,3 +124,19 @@ def test_diff_of_different_architectures_shows_added_and_removed(tmp_path: Path)
     assert res.exit_code == 0
     status = {(s["name"], s["status"]) for s in json.loads(res.stdout)["sites"]}
     assert ("act1", "removed") in status and ("relu1", "added") in status
+
+
+@pytest.mark.parametrize("command", ["diff", "report", "sites"])
+def test_output_never_replaces_an_input(tmp_path: Path, command: str) -> None:
+    """-o naming a file the command reads is refused before anything is written."""
+    name = "planted_relu"
+    scan = report(name, tmp_path)
+    model = tmp_path / "model.pt"
+    model.write_bytes(Path(model_args(name)[0]).read_bytes())
+    args = {"diff": [scan, scan], "report": [scan],
+            "sites": [model, *model_args(name)[1:]]}[command]
+    target = model if command == "sites" else scan
+    before = target.read_bytes()
+    res = cli(command, *args, "-o", target)
+    assert res.exit_code == 2 and "would overwrite the input" in res.stderr, res.stderr
+    assert target.read_bytes() == before

@@ -11,6 +11,7 @@ from deadrelu.cli.common import (
     FormatOpt,
     OutputFormat,
     OutputOpt,
+    check_writable,
     user_errors,
     write_diff,
 )
@@ -33,5 +34,7 @@ def diff_command(
     from deadrelu.report.load import load_report
 
     with user_errors():
+        if output is not None:
+            check_writable(output, inputs=[before, after])
         d = diff_results(load_report(before), load_report(after), str(before), str(after))
         write_diff(d, output_format, output)

@@ -47,8 +47,10 @@ def report_command(
     from deadrelu.report.load import load_report
 
     with user_errors():
-        if html is not None:
-            check_writable(html, inputs=[scan] + ([baseline] if baseline else []))
+        inputs = [scan] + ([baseline] if baseline else [])
+        for target in (html, output):
+            if target is not None:
+                check_writable(target, inputs=inputs)
         result = load_report(scan)
         before = load_report(baseline) if baseline is not None else None
         if html is not None:
