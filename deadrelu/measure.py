@@ -133,7 +133,7 @@ def _parts(v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     the part from the cache instead of memory (2x faster on a 49 MiB activation); it also
     bounds the scan's extra memory however large an activation is.
     """
-    row = max(1, v[0].numel())
+    row = max(1, math.prod(v.shape[1:]))  # no v[0]: one torch call less per site
     rows = max(1, _PART // row)
     parts = v.split(rows) if v.shape[0] > rows else (v,)
     return parts, torch.empty((min(rows, v.shape[0]), *v.shape[1:]), dtype=v.dtype,
