@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from deadrelu import data as data_mod
 from deadrelu.data import DataSource, InputSpec, open_data, parse_input_shapes
+from deadrelu.data.common import Slicer
 from deadrelu.errors import DeadReluError
 
 X = [InputSpec("x", None)]
@@ -136,7 +136,7 @@ def test_npy_is_memory_mapped(npy: tuple[Path, np.ndarray], monkeypatch: Any) ->
     src = open_data(str(p), X, batch_size=32)
     assert calls and all(c.get("mmap_mode") == "r" for c in calls)
     assert all(c.get("allow_pickle") is False for c in calls)
-    assert isinstance(src.loader, data_mod._Slicer)
+    assert isinstance(src.loader, Slicer)
     arrays = src.loader.arrays
     assert isinstance(arrays, dict) and isinstance(arrays["x"], np.memmap)
 

@@ -1,0 +1,156 @@
+"""``module:function`` or ``file.py:function``: a user function that returns the batches."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deadrelu.data.arrays import tensor_array
+from deadrelu.data.common import (
+    Opts,
+    check_dtype,
+    check_shape,
+    choose,
+    first_line,
+    float_target,
+    same_length,
+    single_input,
+)
+from deadrelu.data.source import Batch, DataSource
+from deadrelu.errors import DeadReluError
+
+_MODULE_TARGET = re.compile(r"^([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
+_FILE_TARGET = re.compile(r"^(.+\.py):([A-Za-z_]\w*)$")
+
+
+def callable_target(text: str) -> tuple[str, str, bool] | None:
+    """(module or file, function, is_file) for ``module:function`` / ``file.py:function``."""
+    m = _FILE_TARGET.match(text)
+    if m:
+        return m.group(1), m.group(2), True
+    m = _MODULE_TARGET.match(text)
+    if m:
+        return m.group(1), m.group(2), False
+    return None
+
+
+def _import_target(spec: str, target: tuple[str, str, bool]) -> Callable[[], Any]:
+    where, name, is_file = target
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)  # `python -m`-like: the user's own modules are importable
+    try:
+        if is_file:
+            file = Path(where)
+            if not file.is_file():
+                raise DeadReluError(f"no such file {where!r}", path=spec)
+            folder = str(file.resolve().parent)
+            if folder not in sys.path:
+                sys.path.append(folder)  # its sibling modules import as when run directly
+            mod_name = "_deadrelu_data_" + re.sub(r"\W", "_", file.stem)
+            loader_spec = importlib.util.spec_from_file_location(mod_name, file)
+            if loader_spec is None or loader_spec.loader is None:
+                raise DeadReluError(f"cannot load {where!r} as Python", path=spec)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[mod_name] = module  # dataclasses and pickling look it up there
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except DeadReluError:
+        raise
+    except Exception as exc:  # the user's module: any failure is theirs to fix
+        raise DeadReluError(f"importing {where!r} failed: {type(exc).__name__}: "
+                            f"{first_line(exc)}", path=spec) from exc
+    fn = getattr(module, name, None)
+    if fn is None:
+        found = sorted(k for k, v in vars(module).items()
+                       if callable(v) and not k.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
+        listing = f" (it has: {', '.join(found)})" if found else ""
+        raise DeadReluError(f"{where!r} has no function {name!r}{listing}", path=spec)
+    if not callable(fn):
+        raise DeadReluError(f"{where}.{name} is a {type(fn).__name__}, not a function",
+                            path=spec)
+    return fn
+
+
+def from_callable(spec: str, target: tuple[str, str, bool], opts: Opts) -> DataSource:
+    fn = _import_target(spec, target)
+
+    def load() -> Iterator[Batch]:
+        try:
+            result = fn()
+        except DeadReluError:
+            raise
+        except Exception as exc:
+            raise DeadReluError(f"calling {target[1]}() raised {type(exc).__name__}: "
+                                f"{first_line(exc)}", path=spec) from exc
+        if _is_arrayish(result) or isinstance(result, Mapping):
+            # The whole data set at once: cut it into batches here.
+            whole = _convert_batch(result, opts, spec, "the returned data")
+            n = len(next(iter(whole.values())))
+            for start in range(0, n, opts.batch_size):
+                yield {k: v[start:start + opts.batch_size] for k, v in whole.items()}
+            return
+        if result is None or not isinstance(result, Iterable):
+            raise DeadReluError(
+                f"{target[1]}() returned {type(result).__name__}; it must return an iterable "
+                "of batches (a list, a generator or a DataLoader)", path=spec)
+        for k, batch in enumerate(result):
+            yield _convert_batch(batch, opts, spec, f"batch {k}")
+
+    return DataSource(spec, False, None, load, spec, opts.samples)
+
+
+def _is_arrayish(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return True
+    torch = sys.modules.get("torch")  # a tensor means torch is already imported
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _convert_batch(batch: Any, opts: Opts, spec: str, what: str) -> Batch:
+    """A user's batch (array, tensor, tuple/list or dict) as {input name: float-cast array}."""
+    inputs = opts.inputs
+    if isinstance(batch, Mapping):
+        keys = [str(k) for k in batch]
+        by_str = {str(k): v for k, v in batch.items()}
+        chosen = choose(keys, inputs, what, spec)
+        raw = {n: by_str[k] for n, k in chosen.items()}
+    elif isinstance(batch, (tuple, list)):
+        if len(batch) < len(inputs):
+            raise DeadReluError(f"{what} is a {type(batch).__name__} of {len(batch)} items but "
+                                f"the model has {len(inputs)} inputs", path=spec)
+        # Extra items (labels of (x, y) pairs) are ignored.
+        raw = {i.name: batch[k] for k, i in enumerate(inputs)}
+    else:
+        raw = {single_input(inputs, f"{what} (one array)", spec).name: batch}
+    out = {}
+    specs = {i.name: i for i in inputs}
+    for name, value in raw.items():
+        label = f"{what} ({name!r})" if len(inputs) > 1 else what
+        if _is_arrayish(value):
+            a = tensor_array(value, label, spec)
+        else:
+            try:
+                a = np.asarray(value)
+            except (ValueError, TypeError) as exc:
+                raise DeadReluError(f"{label} is not an array ({first_line(exc)})",
+                                    path=spec) from None
+        check_dtype(a.dtype, label, spec)
+        if a.ndim == 0:
+            raise DeadReluError(f"{label} is a single value, not a batch (axis 0 = samples)",
+                                path=spec)
+        check_shape(name, opts.wants[name], a.shape, label, spec)
+        target = float_target(specs[name])
+        out[name] = a.astype(target) if target is not None and a.dtype.kind == "f" else a
+    same_length({k: len(v) for k, v in out.items()}, spec)
+    return out
