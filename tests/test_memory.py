@@ -81,11 +81,13 @@ def test_onnx_scan_memory_does_not_grow_with_samples(kind: str) -> None:
 
 
 def test_onnx_scan_does_not_hold_a_second_copy_of_the_weights() -> None:
-    """64 MiB of weights around one small site: onnxruntime reads them from the model file
-    (deadrelu/backends/onnx_offsets.py) and deadrelu's parse of the model is freed before
-    the session starts. Holding them beside onnxruntime's copy peaked at plain + 130 MiB."""
+    """64 MiB of weights around one small site: deadrelu builds its model from the file's
+    wire format without the weights (deadrelu/backends/onnx_offsets.light_model_bytes) and
+    onnxruntime reads them from the file, so the scan peaks like plain inference. Holding
+    them beside onnxruntime's copy peaked at plain + 130 MiB; reading the file into Python
+    to parse and check it, at plain + 34 MiB."""
     plain, _ = peak("plain", "onnx-heavy", 3)
     scanned, _ = peak("scan", "onnx-heavy", 3)
     weights = 2 * 1024 * 8192 * 4
     assert plain > weights
-    assert scanned <= plain + 0.75 * weights, (scanned, plain)
+    assert scanned <= 1.1 * plain, (scanned, plain)

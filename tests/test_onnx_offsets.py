@@ -13,7 +13,9 @@ import pytest
 
 from deadrelu import scan
 from deadrelu.backends import onnx_backend
+from deadrelu.backends.onnx_graph import load_onnx_light
 from deadrelu.backends.onnx_offsets import raw_data_offsets
+from deadrelu.errors import DeadReluError
 from tests.conftest import FIXTURES, GENERATED
 
 ONNX_FILES = sorted({GENERATED / f["files"]["onnx"] for f in FIXTURES.values()
@@ -45,8 +47,13 @@ def test_a_truncated_or_foreign_file_gives_no_offsets(tmp_path: Path) -> None:
 
 def test_weights_read_from_the_file_give_the_in_memory_numbers(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three ways to give onnxruntime the weights, one set of numbers: the light model built
+    from the wire format (the default), offsets set on the parsed model, and arrays handed
+    over in memory."""
     f = FIXTURES["digits_cnn"]
     path, data = str(GENERATED / f["files"]["onnx"]), str(GENERATED / f["data"])
+    light = scan(path, data)
+    monkeypatch.setattr(onnx_backend, "load_onnx_light", lambda p: None)
     moved: list[int] = []
     real = onnx_backend.point_weights_at_file
     monkeypatch.setattr(onnx_backend, "point_weights_at_file",
@@ -55,9 +62,52 @@ def test_weights_read_from_the_file_give_the_in_memory_numbers(
     assert moved and moved[0] >= 2  # the conv and linear weights are read from the file
     monkeypatch.setattr(onnx_backend, "point_weights_at_file", lambda model, p: 0)
     in_memory = scan(path, data)
-    for a, b in zip(from_file.sites, in_memory.sites, strict=True):
-        for field in a.stats.arrays:
-            np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])
+    for other in (from_file, in_memory):
+        for a, b in zip(light.sites, other.sites, strict=True):
+            for field in a.stats.arrays:
+                np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])
+
+
+@pytest.mark.parametrize("path", ONNX_FILES, ids=lambda p: p.name)
+def test_the_light_model_is_the_model_with_its_weights_left_in_the_file(path: Path) -> None:
+    light = load_onnx_light(path)
+    assert light is not None
+    full = onnx.load(str(path), load_external_data=False)
+    assert [t.name for t in light.graph.initializer] == [t.name for t in full.graph.initializer]
+    for a, b in zip(light.graph.initializer, full.graph.initializer, strict=True):
+        assert (a.data_location == onnx.TensorProto.EXTERNAL) == (len(b.raw_data) > 1024)
+        want = onnx.numpy_helper.to_array(b)
+        got = onnx.numpy_helper.to_array(a, str(path.parent))
+        assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True), a.name
+    del light.graph.initializer[:], full.graph.initializer[:]
+    assert light.SerializeToString() == full.SerializeToString()  # all else byte for byte
+
+
+def test_the_weights_of_a_scanned_file_are_never_read_into_python(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: Path) -> None:
+        raise AssertionError(f"{path} was loaded whole")
+
+    monkeypatch.setattr(onnx_backend, "load_onnx", refuse)
+    f = FIXTURES["digits_cnn"]
+    assert scan(str(GENERATED / f["files"]["onnx"]), str(GENERATED / f["data"])).sites
+
+
+def test_files_the_light_load_does_not_handle_are_loaded_whole(tmp_path: Path) -> None:
+    digits = GENERATED / FIXTURES["digits_cnn"]["files"]["onnx"]
+    link = tmp_path / "linked.onnx"
+    link.symlink_to(digits.resolve())
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(digits.read_bytes()[:5000])
+    model = onnx.load(str(digits))
+    model.graph.node[0].input[0] = "nowhere"  # the checker rejects it
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    external = GENERATED / "external_data.onnx"  # weights in a file of their own
+    for path in (link, cut, broken, external):
+        assert load_onnx_light(path) is None, path.name
+    with pytest.raises(DeadReluError, match=r"onnx\.checker rejects the model"):
+        scan(str(broken), str(GENERATED / FIXTURES["digits_cnn"]["data"]))
 
 
 def test_a_symlinked_model_file_scans_like_the_file(tmp_path: Path) -> None:

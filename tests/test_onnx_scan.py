@@ -379,6 +379,9 @@ def test_onnxruntime_takes_each_sites_statistics_before_running_on(tmp_path: Pat
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.enable_profiling = True
     opts.profile_file_prefix = str(tmp_path / "profile")
+    # The loaded model leaves its weights in the file, as external data next to it.
+    opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                  str(path.parent))
     session = ort.InferenceSession(inst.model.SerializeToString(), opts,
                                    providers=["CPUExecutionProvider"])
     session.run(None, {backend.inputs[0].name: batch})

@@ -22,6 +22,7 @@ from deadrelu.backends.onnx_graph import (
     first_line,
     graph_inputs,
     load_onnx,
+    load_onnx_light,
     point_weights_at_file,
     take_weights,
 )
@@ -339,4 +340,9 @@ class _Program:
 
 
 def load_onnx_backend(path: Path) -> OnnxBackend:
-    return OnnxBackend(load_onnx(path), path)
+    light = load_onnx_light(path)
+    if light is None:
+        return OnnxBackend(load_onnx(path), path)
+    backend = OnnxBackend(light, path)
+    backend.weights, backend._light = {}, True  # all in the file: nothing to take or hand over
+    return backend

