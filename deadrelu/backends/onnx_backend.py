@@ -70,6 +70,14 @@ class OnnxBackend:
         self.inputs = graph_inputs(self.model)
         self.sites = find_sites(self.model, self.base_dir, self.module_types)
 
+    @classmethod
+    def with_weights_in_file(cls, light: Any, path: Path) -> OnnxBackend:
+        """A model from :func:`load_onnx_light`: its large weights are already external data
+        in ``path``, so :meth:`_split` has nothing to take out or hand over."""
+        backend = cls(light, path)
+        backend.weights, backend._light = {}, True
+        return backend
+
     @property
     def base_dir(self) -> Path | None:
         return self.path.parent if self.path is not None else None
@@ -343,6 +351,4 @@ def load_onnx_backend(path: Path) -> OnnxBackend:
     light = load_onnx_light(path)
     if light is None:
         return OnnxBackend(load_onnx(path), path)
-    backend = OnnxBackend(light, path)
-    backend.weights, backend._light = {}, True  # all in the file: nothing to take or hand over
-    return backend
+    return OnnxBackend.with_weights_in_file(light, path)
