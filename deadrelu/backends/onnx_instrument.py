@@ -94,6 +94,14 @@ class _Builder:
             return self.node(op, [x, self.ints(axes)], keepdims=keepdims)
         return self.node(op, [x], axes=axes, keepdims=keepdims)
 
+    def per_neuron(self, op: str, x: str, inner: list[int]) -> str:
+        """``op`` over every axis but the neuron's: within each sample first, then over the
+        samples. onnxruntime reduces the inner axes of (N, C, H, W) or (N, S, C) 1.5-3x faster
+        than the same axes with the sample axis among them; the second reduce is tiny."""
+        if inner:
+            x = self.reduce(op, x, inner)
+        return self.reduce(op, x, [0])
+
     def cast(self, x: str, to: int) -> str:
         return self.node("Cast", [x], to=to)
 
@@ -335,7 +343,7 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
         h = b.cast(h, T.FLOAT)
     z3, h3, sum_axes, inner, reshaped = _views(b, z, h, shape, lay)
     if fast and _relu_on_output(s, lay, reshaped, dtype):
-        return _relu_fast(b, z3, h3, sum_axes, inner, shape)
+        return _relu_fast(b, z3, h3, inner, shape)
 
     def bound(value: float) -> str:
         return b.const(np.asarray(np.asarray(value, dtype=dtype), dtype=work), "bound")
@@ -385,22 +393,25 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
         out["at_cap"] = total(b.at_least(z3, bound(cap[1])))
     magnitude = h3 if s.kind in ("relu", "relu6") else b.node("Abs", [h3])  # h >= 0 already
     if finite is None:
-        out["max_pre"] = b.reduce("ReduceMax", z3, sum_axes)
-        out["min_pre"] = b.reduce("ReduceMin", z3, sum_axes)
+        out["max_pre"] = b.per_neuron("ReduceMax", z3, inner)
+        out["min_pre"] = b.per_neuron("ReduceMin", z3, inner)
         everything = list(range(3 if reshaped else lay.rank))
         out["poison"] = b.reduce("ReduceSum", z3, everything)
     else:
         out["finite"] = b.reduce("ReduceSum", b.cast(finite, T.INT64), sum_axes)
         low = b.node("Where", [finite, z3, b.const(np.asarray(-np.inf, dtype=work), "ninf")])
         high = b.node("Where", [finite, z3, b.const(np.asarray(np.inf, dtype=work), "pinf")])
-        out["max_pre"] = b.reduce("ReduceMax", low, sum_axes)
-        out["min_pre"] = b.reduce("ReduceMin", high, sum_axes)
+        out["max_pre"] = b.per_neuron("ReduceMax", low, inner)
+        out["min_pre"] = b.per_neuron("ReduceMin", high, inner)
         magnitude = b.node("Where", [finite, magnitude,
                                      b.const(np.asarray(0, dtype=work), "zero")])
     # Summed in the activation's float type, then widened: casting every element to double
     # first would write the activation out again at twice its size. abs_sum only feeds the
     # dormant score (a ratio of means), where float32 rounding is far below tau.
-    out["abs_sum"] = b.cast(b.reduce("ReduceSum", magnitude, sum_axes), T.DOUBLE)
+    # With inner axes: each sample's sum in float32, the samples' in float64.
+    out["abs_sum"] = (b.reduce("ReduceSum", b.cast(b.reduce("ReduceSum", magnitude, inner),
+                                                   T.DOUBLE), [0]) if inner
+                      else b.cast(b.reduce("ReduceSum", magnitude, [0]), T.DOUBLE))
     extreme = T.DOUBLE if work == np.float64 else T.FLOAT
     types = {f: int(extreme if f in ("max_pre", "min_pre", "poison")
                     else T.DOUBLE if f == "abs_sum" else T.INT64) for f in out}
@@ -414,8 +425,8 @@ def _relu_on_output(s: OnnxSite, lay: SiteLayout, reshaped: bool, dtype: np.dtyp
             and dtype == np.float32 and lay.inner is not None and 0 < lay.inner < 2**24)
 
 
-def _relu_fast(b: _Builder, z: str, h: str, sum_axes: list[int],
-               inner: list[int], shape: str) -> tuple[dict[str, str], dict[str, int]]:
+def _relu_fast(b: _Builder, z: str, h: str, inner: list[int], shape: str
+               ) -> tuple[dict[str, str], dict[str, int]]:
     """The fast statistics of a float32 ReLU, mostly read from its output ``h = max(z, 0)``.
 
     On finite z, z > 0 exactly where h > 0, so the active count is taken on h, and no NaN /
@@ -436,9 +447,9 @@ def _relu_fast(b: _Builder, z: str, h: str, sum_axes: list[int],
     out["positive"] = out["active"]
     hit = b.cast(b.node("Greater", [per_sample, zero]), T.INT64)
     out["active_samples"] = b.reduce("ReduceSum", hit, [0])
-    out["max_pre"] = b.reduce("ReduceMax", z, sum_axes)
-    out["min_pre"] = b.reduce("ReduceMin", z, sum_axes)
-    sums = b.reduce("ReduceSum", h, sum_axes)
+    out["max_pre"] = b.per_neuron("ReduceMax", z, inner)
+    out["min_pre"] = b.per_neuron("ReduceMin", z, inner)
+    sums = b.per_neuron("ReduceSum", h, inner)
     out["abs_sum"] = b.cast(sums, T.DOUBLE)
     every = b.node("Concat", [sums, out["max_pre"], out["min_pre"]], axis=0)
     out["poison"] = b.reduce("ReduceSum", every, [0])
