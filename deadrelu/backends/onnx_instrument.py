@@ -342,8 +342,9 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
         z = b.cast(z, T.FLOAT)
         h = b.cast(h, T.FLOAT)
     z3, h3, sum_axes, inner, reshaped = _views(b, z, h, shape, lay)
+    split = None if reshaped else _extreme_split(lay)
     if fast and _relu_on_output(s, lay, reshaped, dtype):
-        return _relu_fast(b, z3, h3, inner, shape)
+        return _relu_fast(b, z3, h3, inner, split, shape)
 
     def bound(value: float) -> str:
         return b.const(np.asarray(np.asarray(value, dtype=dtype), dtype=work), "bound")
@@ -393,16 +394,16 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
         out["at_cap"] = total(b.at_least(z3, bound(cap[1])))
     magnitude = h3 if s.kind in ("relu", "relu6") else b.node("Abs", [h3])  # h >= 0 already
     if finite is None:
-        out["max_pre"] = b.per_neuron("ReduceMax", z3, inner)
-        out["min_pre"] = b.per_neuron("ReduceMin", z3, inner)
+        out["max_pre"] = _extreme(b, "ReduceMax", z3, inner, split)
+        out["min_pre"] = _extreme(b, "ReduceMin", z3, inner, split)
         everything = list(range(3 if reshaped else lay.rank))
         out["poison"] = b.reduce("ReduceSum", z3, everything)
     else:
         out["finite"] = b.reduce("ReduceSum", b.cast(finite, T.INT64), sum_axes)
         low = b.node("Where", [finite, z3, b.const(np.asarray(-np.inf, dtype=work), "ninf")])
         high = b.node("Where", [finite, z3, b.const(np.asarray(np.inf, dtype=work), "pinf")])
-        out["max_pre"] = b.per_neuron("ReduceMax", low, inner)
-        out["min_pre"] = b.per_neuron("ReduceMin", high, inner)
+        out["max_pre"] = _extreme(b, "ReduceMax", low, inner, split)
+        out["min_pre"] = _extreme(b, "ReduceMin", high, inner, split)
         magnitude = b.node("Where", [finite, magnitude,
                                      b.const(np.asarray(0, dtype=work), "zero")])
     # Summed in the activation's float type, then widened: casting every element to double
@@ -425,8 +426,8 @@ def _relu_on_output(s: OnnxSite, lay: SiteLayout, reshaped: bool, dtype: np.dtyp
             and dtype == np.float32 and lay.inner is not None and 0 < lay.inner < 2**24)
 
 
-def _relu_fast(b: _Builder, z: str, h: str, inner: list[int], shape: str
-               ) -> tuple[dict[str, str], dict[str, int]]:
+def _relu_fast(b: _Builder, z: str, h: str, inner: list[int],
+               split: tuple[int, int] | None, shape: str) -> tuple[dict[str, str], dict[str, int]]:
     """The fast statistics of a float32 ReLU, mostly read from its output ``h = max(z, 0)``.
 
     On finite z, z > 0 exactly where h > 0, so the active count is taken on h, and no NaN /
@@ -447,8 +448,8 @@ def _relu_fast(b: _Builder, z: str, h: str, inner: list[int], shape: str
     out["positive"] = out["active"]
     hit = b.cast(b.node("Greater", [per_sample, zero]), T.INT64)
     out["active_samples"] = b.reduce("ReduceSum", hit, [0])
-    out["max_pre"] = b.per_neuron("ReduceMax", z, inner)
-    out["min_pre"] = b.per_neuron("ReduceMin", z, inner)
+    out["max_pre"] = _extreme(b, "ReduceMax", z, inner, split)
+    out["min_pre"] = _extreme(b, "ReduceMin", z, inner, split)
     sums = b.per_neuron("ReduceSum", h, inner)
     out["abs_sum"] = b.cast(sums, T.DOUBLE)
     every = b.node("Concat", [sums, out["max_pre"], out["min_pre"]], axis=0)
@@ -456,6 +457,38 @@ def _relu_fast(b: _Builder, z: str, h: str, inner: list[int], shape: str
     types = {f: int(T.FLOAT if f in ("max_pre", "min_pre", "poison")
                     else T.DOUBLE if f == "abs_sum" else T.INT64) for f in out}
     return out, types
+
+
+def _extreme_split(lay: SiteLayout) -> tuple[int, int] | None:
+    """A channel-last value (N, ..., C) with S elements per (sample, neuron) is reduced to
+    its max or min per neuron as (N, a, b*C) over a, then as (N, b, C) over b, S = a*b: the
+    (a, b) returned, or None to reduce its inner axes at once.
+
+    onnxruntime reduces such a value's middle axes ("KRK") with an Eigen row-wise max that
+    is slow over many rows: (32, 128, 1024) takes 2.0 ms, while reducing it as
+    (32, 8, 16 * 1024) and then (32, 16, 1024) takes 0.5-1.0 ms. Measured over (N, S, C)
+    from (64, 32, 512) to (4, 2048, 1024): a first reduction over ~8 rows was never slower
+    and up to 3.4x faster. The reshapes are views; max and min are exact in any order.
+    """
+    if lay.rank < 3 or lay.channel_axis != lay.rank - 1 or lay.inner is None \
+            or lay.inner < 32:
+        return None
+    divisors = [a for a in range(4, 17) if lay.inner % a == 0]
+    if not divisors:
+        return None
+    a = min(divisors, key=lambda r: (abs(r - 8), -r))
+    return a, lay.inner // a
+
+
+def _extreme(b: _Builder, op: str, x: str, inner: list[int], split: tuple[int, int] | None
+             ) -> str:
+    """ReduceMax or ReduceMin of ``x`` per neuron (see _extreme_split)."""
+    if split is None:
+        return b.per_neuron(op, x, inner)
+    a, rest = split
+    rows = b.reduce(op, b.node("Reshape", [x, b.ints([0, a, -1])]), [1])
+    per_sample = b.reduce(op, b.node("Reshape", [rows, b.ints([0, rest, -1])]), [1])
+    return b.reduce(op, per_sample, [0])
 
 
 def _views(b: _Builder, z: str, h: str, shape: str, lay: SiteLayout
