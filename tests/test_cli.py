@@ -145,12 +145,16 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     assert json.loads(out.stdout)["summary"]["sites"] == len(DIGITS["sites"])
 
 
-def test_model_without_activations_exits_zero_with_a_note() -> None:
+@pytest.mark.parametrize("fmt", ["state_dict", "pickle", "export", "onnx", "torchscript"])
+def test_model_without_activations_exits_zero_with_a_note(fmt: str) -> None:
     f = FIXTURES["no_activations"]
-    r = run("scan", str(GENERATED / f["files"]["state_dict"]), "--arch", f["arch"],
-            "--data", str(GENERATED / f["data"]))
-    assert r.exit_code == 0
+    extra = {"state_dict": ["--arch", f["arch"]], "pickle": ["--trust-pickle"]}.get(fmt, [])
+    r = run("scan", str(GENERATED / f["files"][fmt]), *extra,
+            "--data", str(GENERATED / f["data"]), "-f", "json")
+    assert r.exit_code == 0, r.output
     assert "no activation sites" in r.stderr
+    report = json.loads(r.stdout)
+    assert report["sites"] == [] and report["data"]["samples"] == f["num_samples"]
 
 
 # ---- bad input: one line on stderr, exit 2, nothing written

@@ -340,6 +340,12 @@ class _Program:
                        for f in ("poison", "pooled") if f in outs]
 
     def run(self, feed: dict[str, np.ndarray], source: str) -> dict[str, Any]:
+        if not self.names:
+            # No site to measure. The model still runs, so that data it cannot take is still
+            # an error; no names would ask onnxruntime for every output, so name them.
+            outputs = [o.name for o in self.session.get_outputs()]
+            self.backend._run(self.session, outputs, feed, source)
+            return {}
         return dict(zip(self.names, self.backend._run(self.session, self.names, feed, source),
                         strict=True))
 
