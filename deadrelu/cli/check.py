@@ -30,12 +30,12 @@ from deadrelu.cli.common import (
     StdOpt,
     TauOpt,
     TrustPickleOpt,
-    check_writable,
     user_errors,
     warn,
     write_formatted,
     write_output,
 )
+from deadrelu.cli.guard import command_inputs, guard_outputs
 from deadrelu.cli.scan import run_scan
 from deadrelu.errors import DeadReluError
 
@@ -131,11 +131,9 @@ def check_command(
             overrides=tuple(cfg.sites), ignore=tuple(ignore or ()),
             max_new_dead=max_new_dead, max_dead_rate_increase=max_dead_rate_increase)
         limits.validate()  # before the scan: a bad limit fails in a second, not a minute
-        inputs = [p for p in (model, scan_report, baseline) if p is not None]
-        inputs += [Path(data)] if data else []
-        for target in (output, junit):
-            if target is not None:
-                check_writable(target, inputs=inputs)
+        guard_outputs({"--output": output, "--junit": junit},
+                      command_inputs(model, others=[scan_report, baseline], data=data,
+                                     arch=arch, ctx=ctx, outputs=[output, junit]))
         if limits.is_empty():
             warn("no limits set (--max-dead-rate, --max-site-dead-rate, …, or [tool.deadrelu]"
                  "): the check passes whatever the scan finds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -129,39 +130,41 @@ def parse_image_size(text: str | None) -> int | tuple[int, int] | None:
     raise DeadReluError(f"--image-size {text!r} must be S or H,W")
 
 
-def check_writable(output: Path, inputs: list[Path]) -> None:
-    """Fail before any work when ``output`` cannot be written or would replace an input."""
-    directory = output.parent if str(output.parent) else Path(".")
-    if not directory.is_dir():
-        raise DeadReluError("cannot write: the directory does not exist", path=output)
-    if output.is_dir():
-        raise DeadReluError("cannot write: it is a directory", path=output)
-    for src in inputs:
-        if output.exists() and src.exists() and output.resolve() == src.resolve():
-            raise DeadReluError(f"would overwrite the input {src}; choose another file",
-                                path=output)
-    if not os.access(directory, os.W_OK):
-        raise DeadReluError("cannot write: the directory is not writable", path=output)
-
-
 def write_output(text: str, output: Path | None) -> None:
-    """stdout, or FILE written whole (temp file + rename: never half a report)."""
+    """stdout, or FILE written whole (temp file + rename: never half a report).
+
+    A symlink is followed, so the file it points at gets the report and the link stays; a
+    device or pipe (``/dev/stdout``, a FIFO) is written to directly, as a rename would
+    replace the node itself.
+    """
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    directory = output.parent if str(output.parent) else Path(".")
+    try:
+        special = output.exists() and not stat.S_ISREG(output.stat().st_mode)
+    except OSError:
+        special = False
+    if special:
+        try:
+            with output.open("w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise DeadReluError(f"cannot write: {exc.strerror}", path=output) from None
+        return
+    target = Path(os.path.realpath(output))
+    directory = target.parent
     if not directory.is_dir():
         raise DeadReluError("cannot write: the directory does not exist", path=output)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a report is a normal file
-        os.replace(tmp, output)
+        os.replace(tmp, target)
     except OSError as exc:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

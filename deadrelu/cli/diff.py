@@ -11,10 +11,10 @@ from deadrelu.cli.common import (
     FormatOpt,
     OutputFormat,
     OutputOpt,
-    check_writable,
     user_errors,
     write_diff,
 )
+from deadrelu.cli.guard import command_inputs, guard_outputs
 
 
 def diff_command(
@@ -34,7 +34,6 @@ def diff_command(
     from deadrelu.report.load import load_report
 
     with user_errors():
-        if output is not None:
-            check_writable(output, inputs=[before, after])
+        guard_outputs({"--output": output}, command_inputs(others=[before, after]))
         d = diff_results(load_report(before), load_report(after), str(before), str(after))
         write_diff(d, output_format, output)

@@ -34,6 +34,7 @@ from deadrelu.cli.common import (
     write_output,
     write_rich,
 )
+from deadrelu.cli.guard import command_inputs, guard_outputs
 
 
 class Target(str, Enum):
@@ -126,6 +127,12 @@ def patch_command(
     from deadrelu.stats import Settings
 
     with user_errors():
+        inputs = command_inputs(model, others=[scan], data=data, arch=arch,
+                                outputs=[output, record])
+        # -o over the model itself is patch()'s to refuse (or allow, with --in-place).
+        guard_outputs({"--output": output, "--record": record},
+                      [p for p in inputs if p is not model])
+        guard_outputs({"--record": record}, [model])
         result = patch(
             model, data, output=output, to=to.value, alpha=alpha,
             scope=scope.value if scope else None, scan=scan, sites=sites or (),

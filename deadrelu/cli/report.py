@@ -11,12 +11,12 @@ from deadrelu.cli.common import (
     FormatOpt,
     OutputFormat,
     OutputOpt,
-    check_writable,
     user_errors,
     write_diff,
     write_output,
     write_scan,
 )
+from deadrelu.cli.guard import command_inputs, guard_outputs
 
 if TYPE_CHECKING:
     from deadrelu.report.model import ScanResult
@@ -47,10 +47,8 @@ def report_command(
     from deadrelu.report.load import load_report
 
     with user_errors():
-        inputs = [scan] + ([baseline] if baseline else [])
-        for target in (html, output):
-            if target is not None:
-                check_writable(target, inputs=inputs)
+        guard_outputs({"--output": output, "--html": html},
+                      command_inputs(others=[scan, baseline]))
         result = load_report(scan)
         before = load_report(baseline) if baseline is not None else None
         if html is not None:

@@ -30,7 +30,6 @@ from deadrelu.cli.common import (
     StdOpt,
     TauOpt,
     TrustPickleOpt,
-    check_writable,
     parse_floats,
     parse_image_size,
     user_errors,
@@ -38,6 +37,7 @@ from deadrelu.cli.common import (
     write_formatted,
     write_scan,
 )
+from deadrelu.cli.guard import command_inputs, guard_outputs
 from deadrelu.cli.report import HtmlOpt, PlotOpt, emit_plot, write_html
 from deadrelu.errors import DeadReluError
 
@@ -74,6 +74,7 @@ def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str |
 
 
 def scan_command(
+    ctx: typer.Context,
     model: ModelArg,
     data: DataOpt = None,
     arch: ArchOpt = None,
@@ -120,10 +121,10 @@ def scan_command(
     from deadrelu.report import render
 
     with user_errors():
-        inputs = [model] + ([Path(data)] if data else [])
-        for target in (html, output):  # fail before the scan, not after it
-            if target is not None:
-                check_writable(target, inputs=inputs)
+        # Fail before the scan, not after it.
+        guard_outputs({"--output": output, "--html": html},
+                      command_inputs(model, data=data, arch=arch, ctx=ctx,
+                                     outputs=[output, html]))
         result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
                           batch_size, samples, device, eps, tau, min_active, channel_axis,
                           image_size, mean, std, drop_columns, fast_path, distributed, dtype,

@@ -13,11 +13,11 @@ from deadrelu.cli.common import (
     OutputFormat,
     OutputOpt,
     TrustPickleOpt,
-    check_writable,
     user_errors,
     write_output,
     write_rich,
 )
+from deadrelu.cli.guard import command_inputs, guard_outputs
 
 
 def sites_command(
@@ -37,8 +37,8 @@ def sites_command(
     from deadrelu.sites import list_sites
 
     with user_errors():
-        if output is not None:
-            check_writable(output, inputs=[model])
+        guard_outputs({"--output": output},
+                      command_inputs(model, arch=arch, outputs=[output]))
         listed = list_sites(str(model), arch=arch, arch_kwargs=arch_kwargs,
                             trust_pickle=trust_pickle, input_shape=input_shape)
         if output_format is OutputFormat.json:
