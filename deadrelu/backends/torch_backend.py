@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,28 @@ def _first_layer(model: torch.nn.Module) -> str:
 
 
 _SHAPE_WORDS = ("shape", "size", "dimension", "expected", "mat1", "channels", "must match")
+# torch's words for an input whose dtype the model cannot take (integer or bool data on a
+# float model: "Input type (long int) and bias type (float) should be the same").
+_DTYPE_WORDS = ("dtype", "scalar type", "input type", "should be the same")
+
+
+# The frames through which eager capture runs the model's own torch calls: an error raised
+# there is the model's (its op failed), not deadrelu's.
+_PASS_THROUGH = frozenset({"__torch_function__", "_observe_functional"})
+
+
+def _raised_in_deadrelu(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from deadrelu's own code running inside the forward (hooks and
+    statistics) rather than from the model's code or torch."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    package = Path(__file__).resolve().parents[1]
+    return (Path(code.co_filename).resolve().is_relative_to(package)
+            and code.co_name not in _PASS_THROUGH)
 
 
 @contextmanager
@@ -190,6 +213,13 @@ class TorchBackend:
                     raise
                 except (RuntimeError, ValueError, IndexError, TypeError) as exc:
                     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    if _raised_in_deadrelu(exc):
+                        raise  # our own capture code failed: an internal error, traceback
+                    if any(w in text.lower() for w in _DTYPE_WORDS):
+                        kinds = ", ".join(f"{s.name!r} is {str(a.dtype).removeprefix('torch.')}"
+                                          for s, a in zip(self.inputs, args, strict=False))
+                        raise DeadReluError(f"the data does not fit the model: input {kinds} "
+                                            f"({text})", path=source) from None
                     if not any(w in text.lower() for w in _SHAPE_WORDS):
                         raise
                     shapes = ", ".join(f"{s.name!r} has shape {tuple(a.shape)}"

@@ -52,6 +52,12 @@ def _is_weights_only_refusal(exc: Exception) -> bool:
     return "Weights only load failed" in str(exc) or "weights_only" in str(exc)
 
 
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -170,10 +176,8 @@ def import_object(spec: str, what: str) -> Any:
             module = importlib.import_module(target)
     except DeadReluError:
         raise
-    except Exception as exc:
-        raise DeadReluError(
-            f"{what} {spec!r} does not import: {type(exc).__name__}: {_first_line(exc)}"
-        ) from None
+    except (Exception, SystemExit) as exc:  # SystemExit: user code must not end deadrelu
+        raise DeadReluError(f"{what} {spec!r} does not import: {_failure(exc)}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -192,11 +196,9 @@ def build_arch(arch: str, arch_kwargs: str | None = None) -> torch.nn.Module:
             raise DeadReluError("--arch-kwargs must be a JSON object, e.g. '{\"classes\": 10}'")
     try:
         model = factory(**kwargs)
-    except Exception as exc:
-        raise DeadReluError(
-            f"--arch {arch!r} failed to build the model: {type(exc).__name__}: "
-            f"{_first_line(exc)}"
-        ) from None
+    except (Exception, SystemExit) as exc:
+        raise DeadReluError(f"--arch {arch!r} failed to build the model: {_failure(exc)}"
+                            ) from None
     if not isinstance(model, torch.nn.Module):
         raise DeadReluError(f"--arch {arch!r} returned a {type(model).__name__}, not an nn.Module")
     return model

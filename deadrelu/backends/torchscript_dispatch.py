@@ -223,10 +223,20 @@ def run_dispatch(module: Any, inputs: list[str], batches: Iterable[Mapping[str, 
                 with capture:
                     module(*args)
             except RuntimeError as exc:
-                text = str(exc).strip().splitlines()
                 raise DeadReluError(f"the TorchScript model failed on this data: "
-                                    f"{text[0] if text else type(exc).__name__}",
-                                    path=source) from None
+                                    f"{_interpreter_error(exc)}", path=source) from None
             if on_batch is not None:
                 on_batch(int(args[0].shape[0]) if args and args[0].ndim else 1)
     return registry.results()
+
+
+def _interpreter_error(exc: RuntimeError) -> str:
+    """The error line of a TorchScript interpreter failure: its message opens with "The
+    following operation failed in the TorchScript interpreter." and a traceback of the
+    scripted code, and ends with the original error (``RuntimeError: Input type …``)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("The following operation failed") and len(lines) > 1:
+        return lines[-1]
+    return lines[0]

@@ -66,9 +66,8 @@ def _import_target(spec: str, target: tuple[str, str, bool]) -> Callable[[], Any
             module = importlib.import_module(where)
     except DeadReluError:
         raise
-    except Exception as exc:  # the user's module: any failure is theirs to fix
-        raise DeadReluError(f"importing {where!r} failed: {type(exc).__name__}: "
-                            f"{first_line(exc)}", path=spec) from exc
+    except (Exception, SystemExit) as exc:  # the user's module: any failure is theirs
+        raise DeadReluError(f"importing {where!r} {_what_happened(exc)}", path=spec) from None
     fn = getattr(module, name, None)
     if fn is None:
         found = sorted(k for k, v in vars(module).items()
@@ -82,6 +81,14 @@ def _import_target(spec: str, target: tuple[str, str, bool]) -> Callable[[], Any
     return fn
 
 
+def _what_happened(exc: BaseException) -> str:
+    """How user code failed: "raised ValueError: …", or "called sys.exit(3)" (a SystemExit
+    left alone would end deadrelu with the user's exit code and no report)."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {type(exc).__name__}: {first_line(exc)}"
+
+
 def from_callable(spec: str, target: tuple[str, str, bool], opts: Opts) -> DataSource:
     fn = _import_target(spec, target)
 
@@ -90,9 +97,9 @@ def from_callable(spec: str, target: tuple[str, str, bool], opts: Opts) -> DataS
             result = fn()
         except DeadReluError:
             raise
-        except Exception as exc:
-            raise DeadReluError(f"calling {target[1]}() raised {type(exc).__name__}: "
-                                f"{first_line(exc)}", path=spec) from exc
+        except (Exception, SystemExit) as exc:
+            raise DeadReluError(f"calling {target[1]}() {_what_happened(exc)}",
+                                path=spec) from None
         if _is_arrayish(result) or isinstance(result, Mapping):
             # The whole data set at once: cut it into batches here.
             whole = _convert_batch(result, opts, spec, "the returned data")
@@ -104,8 +111,20 @@ def from_callable(spec: str, target: tuple[str, str, bool], opts: Opts) -> DataS
             raise DeadReluError(
                 f"{target[1]}() returned {type(result).__name__}; it must return an iterable "
                 "of batches (a list, a generator or a DataLoader)", path=spec)
-        for k, batch in enumerate(result):
+        batches = iter(result)
+        k = 0
+        while True:
+            try:  # the user's generator runs here, batch by batch
+                batch = next(batches)
+            except StopIteration:
+                return
+            except DeadReluError:
+                raise
+            except (Exception, SystemExit) as exc:
+                raise DeadReluError(f"{target[1]}() {_what_happened(exc)} while producing "
+                                    f"batch {k}", path=spec) from None
             yield _convert_batch(batch, opts, spec, f"batch {k}")
+            k += 1
 
     return DataSource(spec, False, None, load, spec, opts.samples)
 
