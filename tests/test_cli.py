@@ -52,6 +52,16 @@ def test_json_report_validates_and_goes_to_stdout_alone() -> None:
     assert report["summary"]["fire_rate_bound_95"] == pytest.approx(3 / 500)
 
 
+@pytest.mark.parametrize("fmt", ["state_dict", "pickle", "export", "onnx", "torchscript"])
+def test_json_report_of_every_format_validates(fmt: str) -> None:
+    f = FIXTURES["digits_cnn"]
+    extra = {"state_dict": ["--arch", f["arch"]], "pickle": ["--trust-pickle"]}.get(fmt, [])
+    r = run("scan", str(GENERATED / f["files"][fmt]), *extra, "--data", DIGITS_DATA, "-n",
+            "32", "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    jsonschema.validate(json.loads(r.stdout), json_schema())
+
+
 def test_table_shows_sites_summary_and_confidence() -> None:
     r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA)
     assert r.exit_code == 0

@@ -26,7 +26,7 @@ class SiteInfo:
     channel_axis: int
     neurons: int
     shape: tuple[int, ...]  # the input shape of the first call, batch included
-    call: str  # "module" | "functional" | "graph"
+    call: str  # "module" | "functional" | "graph" | "node" (an ONNX node)
     module: str  # module path of the activation module, or of the enclosing module
     params: dict[str, Any] = field(default_factory=dict)
 

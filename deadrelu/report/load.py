@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from deadrelu.errors import DeadReluError
-from deadrelu.report.model import SCHEMA_VERSION, ScanResult
+from deadrelu.report.model import SCHEMA_VERSION, ScanResult, json_schema
+from deadrelu.report.validate import first_error
 
 
 def load_report(path: str | Path) -> ScanResult:
@@ -34,4 +35,7 @@ def load_report(path: str | Path) -> ScanResult:
             f"report schema_version {version} was written by a newer deadrelu "
             f"({d.get('deadrelu_version', '?')}); this one reads version {SCHEMA_VERSION}: "
             "upgrade deadrelu", path=p)
+    error = first_error(d, json_schema())
+    if error is not None:
+        raise DeadReluError(f"not a valid deadrelu report: {error}", path=p)
     return ScanResult.from_dict(d, source=str(p))

@@ -205,12 +205,19 @@ class ScanResult:
                 info = SiteInfo(site["name"], site["kind"], site["channel_axis"],
                                 site["neurons"], tuple(site["shape"]), site["call"],
                                 site["module"], dict(site.get("params") or {}))
-                results.append(SiteResult(info, stats_from_dict(site["accumulators"])))
+                stats = stats_from_dict(site["accumulators"])
+                for field, values in stats.arrays.items():
+                    if len(values) != info.neurons:
+                        raise DeadReluError(
+                            f"not a valid deadrelu report: site {info.name!r} has "
+                            f"{info.neurons} neurons but {len(values)} {field} values",
+                            path=source)
+                results.append(SiteResult(info, stats))
             m, data = d["model"], d["data"]
             return cls.build(ModelInfo(m["path"], m["format"], m.get("sha256")),
                              DataInfo(data["source"], data["samples"], data["synthetic"]),
                              settings, results, list(d.get("notes") or []), extra)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DeadReluError(f"not a valid deadrelu report: {type(exc).__name__} {exc}",
                                 path=source) from None
 
