@@ -291,3 +291,31 @@ def test_output_never_replaces_an_input(tmp_path: Path, which: str) -> None:
     r = run("scan", str(model), "--arch", DIGITS_ARCH, "--data", str(data), "-o", str(target))
     assert_user_error(r, "would overwrite the input")
     assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["scan", "m.pt", "--batch-size", "0"], "--batch-size"),
+    (["scan", "m.pt", "--format", "xml"], "--format"),
+    (["scan", "m.pt", "--bogus"], "No such option: --bogus"),
+    (["merge"], "Missing argument"),
+    (["nosuchcommand"], "No such command"),
+])
+def test_usage_errors_are_one_line_from_the_console_script(args: list[str],
+                                                           fragment: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "deadrelu", *args], capture_output=True,
+                         text=True, cwd=ROOT, check=False)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deadrelu: error: "), out.stderr
+    assert fragment in lines[0] and "--help" in lines[0]
+    assert out.stdout == ""
+
+
+def test_the_console_script_keeps_exit_codes() -> None:
+    def code(*args: str) -> int:
+        return subprocess.run([sys.executable, "-m", "deadrelu", *args], capture_output=True,
+                              text=True, cwd=ROOT, check=False).returncode
+
+    assert code("--version") == 0
+    assert code("scan", "--help") == 0
+    assert code("scan", "no-such-model.pt") == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from deadrelu import __version__
@@ -47,4 +49,19 @@ app.command("report")(report_command)
 
 
 def main() -> None:
-    app()
+    """The console script: Typer's parsing, with a usage error as one line (design.md §2)."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        # Typer's usage errors (bad value, unknown option, missing argument) carry an exit
+        # code and a message; standalone mode would draw them as a multi-line panel.
+        message, exit_code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if not callable(message) or not isinstance(exit_code, int):
+            raise
+        text = str(message()).strip()
+        if text:  # empty: bare `deadrelu`, whose help Typer has already printed
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"deadrelu: error: {text}{where}", err=True)
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
