@@ -106,6 +106,22 @@ def test_plan_from_a_saved_scan_report(tmp_path: Path) -> None:
     assert [s["dead_before"] for s in rec["changed_sites"]] == [2, 3]
 
 
+def test_a_scan_of_the_first_samples_is_verified_on_the_same_samples(tmp_path: Path) -> None:
+    # A report scanned with --samples names its data "relu.npz (N of M samples)".
+    data = tmp_path / "relu.npz"
+    shutil.copy(RELU_DATA, data)
+    report = tmp_path / "scan.json"
+    r = run("scan", RELU_ONNX, "--data", str(data), "-n", "40", "-f", "json", "-o",
+            str(report))
+    assert r.exit_code == 0, r.stderr
+    r = run("patch", RELU_ONNX, "--scan", str(report), "-f", "json", "-o",
+            str(tmp_path / "fixed.onnx"))
+    assert r.exit_code == 0, r.stderr
+    assert f"verifying on the scan report's data, {data}" in r.stderr
+    rec = json.loads(r.stdout)
+    assert not rec["data"]["synthetic"] and rec["data"]["samples"] == 40
+
+
 def test_scan_report_without_its_data_verifies_on_synthetic_inputs_and_says_so(
         tmp_path: Path) -> None:
     report = tmp_path / "scan.json"

@@ -84,6 +84,8 @@ def patch(
             data = _report_data(report.data.source, Path(scan))
             if data is not None:
                 notes.append(f"verifying on the scan report's data, {data}")
+                if scan_options.get("samples") is None and " of " in report.data.source:
+                    scan_options["samples"] = report.data.samples  # the scan used a prefix
     source = _open(open_data, data, backend, scan_options)
     opts = {k: v for k, v in scan_options.items() if k not in _DATA_KEYS}
     load_opts: dict[str, Any] = {"arch": arch, "arch_kwargs": arch_kwargs,
@@ -279,11 +281,11 @@ def _changes(plan: Plan, before: Any, after: Any, comp: dict[str, str],
 
 
 def _report_data(source: str, report: Path) -> str | None:
-    """The data file a report names ("val.npz (500 samples)"), if it is where it says:
-    relative to the current folder or to the report."""
+    """The data file a report names ("val.npz (500 samples)", "val.npz (32 of 500 samples)"
+    with --samples), if it is where it says: relative to the current folder or the report."""
     import re
 
-    name = re.sub(r" \(\d+ samples\)$", "", source)
+    name = re.sub(r" \((\d+ of )?\d+ samples\)$", "", source)
     for candidate in (Path(name), report.parent / name):
         if name and candidate.exists():
             return str(candidate)
