@@ -48,8 +48,8 @@ KEYS: dict[str, Key] = {
     "batch-size": Key("posint"),
     "samples": Key("posint"),
     "device": Key("str"),
-    "eps": Key("float"),
-    "tau": Key("float"),
+    "eps": Key("eps"),
+    "tau": Key("rate"),
     "min-active": Key("rate"),
     "channel-axis": Key("int"),
     "image-size": Key("csv"),
@@ -266,4 +266,6 @@ def _convert(value: Any, kind: str, label: str, where: str, base: Path) -> Any:
         raise bad("a number")
     if kind == "rate" and not 0.0 <= value <= 1.0:
         raise bad("a rate in [0, 1]")
+    if kind == "eps" and not 0.0 < value < 1.0:
+        raise bad("a number in (0, 1)")
     return float(value)

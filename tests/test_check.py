@@ -236,3 +236,13 @@ def test_markdown_and_output_file(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("## ❌ deadrelu check FAILED")
     assert "| model | --max-dead | " in text
+
+
+@pytest.mark.parametrize("args,words", [
+    ([], "no model to check"),
+    (["--baseline", "README.md"], "not a deadrelu JSON report"),
+])
+def test_a_bad_input_is_the_only_line_even_without_limits(args: list[str], words: str) -> None:
+    res = cli("check", *args)
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and words in res.stderr, res.stderr

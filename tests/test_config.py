@@ -103,6 +103,9 @@ def test_scan_takes_its_flag_defaults_from_the_config(
     ("[[site]]\nmatch = \"a\"\nmax-site-dead = 1\n", "unknown key 'max-site-dead' in site"),
     ("[[site]]\nmatch = \"a\"\nmax-dead-rate = 2\n", "must be a rate in [0, 1]"),
     ("max-dead = [\n", "invalid TOML"),
+    ("eps = -1\n", "key 'eps' must be a number in (0, 1), got -1"),
+    ("eps = 1\n", "key 'eps' must be a number in (0, 1), got 1"),
+    ("tau = 3\n", "key 'tau' must be a rate in [0, 1], got 3"),
 ])
 def test_bad_config_exits_2_naming_key_and_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, words: str) -> None:

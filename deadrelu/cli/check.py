@@ -134,18 +134,20 @@ def check_command(
         guard_outputs({"--output": output, "--junit": junit},
                       command_inputs(model, others=[scan_report, baseline], data=data,
                                      arch=arch, ctx=ctx, outputs=[output, junit]))
+        before = load_report(baseline) if baseline is not None else None
+        if scan_report is None and model is None:
+            raise DeadReluError("no model to check: give MODEL, --scan REPORT.json, or a "
+                                "`model` key in [tool.deadrelu]")
+        # Warned once the inputs are known good: a bad input is then the only line.
         if limits.is_empty():
             warn("no limits set (--max-dead-rate, --max-site-dead-rate, …, or [tool.deadrelu]"
                  "): the check passes whatever the scan finds")
-        before = load_report(baseline) if baseline is not None else None
         if scan_report is not None:
             if model is not None:
                 warn(f"--scan {scan_report} is checked; MODEL {model} is not scanned")
             result = load_report(scan_report)
-        elif model is None:
-            raise DeadReluError("no model to check: give MODEL, --scan REPORT.json, or a "
-                                "`model` key in [tool.deadrelu]")
         else:
+            assert model is not None
             result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
                               batch_size, samples, device, eps, tau, min_active, channel_axis,
                               image_size, mean, std, drop_columns, fast_path)
