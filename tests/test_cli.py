@@ -319,3 +319,17 @@ def test_the_console_script_keeps_exit_codes() -> None:
     assert code("--version") == 0
     assert code("scan", "--help") == 0
     assert code("scan", "no-such-model.pt") == 2
+
+
+def test_a_protocol_4_state_dict_needs_trust_and_then_scans(tmp_path: Path) -> None:
+    # torch's weights-only loader cannot read pickle protocol 4 (opcode FRAME): the file
+    # gets one line saying so, with no torch warning around it, and --trust-pickle reads it.
+    state = torch.load(DIGITS_PT, weights_only=True)
+    path = tmp_path / "p4.pt"
+    torch.save(state, path, pickle_protocol=4)
+    r = run("scan", str(path), "--arch", DIGITS_ARCH, "--data", DIGITS_DATA)
+    assert_user_error(r, str(path), "safe loader cannot read", "--trust-pickle")
+    r = run("scan", str(path), "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-n", "16",
+            "--trust-pickle", "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["model"]["format"] == "torch-checkpoint"

@@ -12,7 +12,9 @@ import importlib.util
 import json
 import os
 import pickletools
+import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,12 +32,26 @@ def load_torch_save(path: Path, *, arch: str | None, arch_kwargs: str | None,
                     trust_pickle: bool) -> tuple[torch.nn.Module, str]:
     """A module and its format name ("torch-checkpoint" or "torch-pickle")."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns on stderr about pickle protocols its safe loader may not read; the
+            # outcome is reported below, as one line.
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, zip errors …
         if not _is_weights_only_refusal(exc):
             raise DeadReluError(f"cannot read the checkpoint: {_first_line(exc)}",
                                 path=path) from None
-        return _load_pickled_module(path, trust_pickle), "torch-pickle"
+        opcode = re.search(r"Unsupported operand (\d+)", str(exc))
+        if opcode and not trust_pickle:
+            raise DeadReluError(
+                f"torch's safe loader cannot read this pickle (opcode {opcode.group(1)}; "
+                "a file saved with pickle_protocol >= 4?): re-save it with torch.save's "
+                "default protocol, or pass --trust-pickle if you trust this file",
+                path=path) from None
+        obj = _load_pickled_module(path, trust_pickle)
+        if isinstance(obj, torch.nn.Module):
+            return obj, "torch-pickle"
+        # A trusted pickle of weights the safe loader could not read: a checkpoint after all.
     state = extract_state_dict(obj, path)
     if arch is None:
         raise DeadReluError(
@@ -86,7 +102,8 @@ def pickled_globals(path: Path) -> list[str]:
     return [g for g in dict.fromkeys(found) if not g.startswith(("torch._utils", "collections"))]
 
 
-def _load_pickled_module(path: Path, trust_pickle: bool) -> torch.nn.Module:
+def _load_pickled_module(path: Path, trust_pickle: bool) -> Any:
+    """The unpickled object (with --trust-pickle only): a module, or weights."""
     classes = [g for g in pickled_globals(path)
                if not g.startswith(("torch.", "builtins.", "__builtin__."))]
     what = f" (refers to {', '.join(classes[:3])})" if classes else ""
@@ -108,9 +125,10 @@ def _load_pickled_module(path: Path, trust_pickle: bool) -> torch.nn.Module:
         ) from None
     except Exception as exc:
         raise DeadReluError(f"cannot unpickle: {_first_line(exc)}", path=path) from None
-    if isinstance(obj, torch.nn.Module):
+    if isinstance(obj, torch.nn.Module | Mapping):
         return obj
-    raise DeadReluError(f"unpickles to a {type(obj).__name__}, not an nn.Module", path=path)
+    raise DeadReluError(f"unpickles to a {type(obj).__name__}, not an nn.Module or a state "
+                        "dict", path=path)
 
 
 def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
