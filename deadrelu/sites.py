@@ -30,10 +30,13 @@ def list_sites(model: str, *, arch: str | None = None, arch_kwargs: str | None =
     (which needs the input shape: from the model, else ``--input-shape``).
     """
     from deadrelu.backends.onnx_backend import OnnxBackend
+    from deadrelu.data import parse_input_shapes
     from deadrelu.scanner import load_backend, scan
 
     backend, _, _ = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
                                  trust_pickle=trust_pickle)
+    if input_shape:  # checked even where nothing runs: a wrong name is a mistake either way
+        parse_input_shapes(input_shape, backend.inputs)
     if isinstance(backend, OnnxBackend):
         return [SiteListing(s.name, s.kind, s.node, " ".join(s.nodes), s.scanned, s.reason)
                 for s in backend.sites]

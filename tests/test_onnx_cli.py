@@ -73,6 +73,20 @@ def test_sites_of_an_eager_model_needs_only_its_input_shape() -> None:
     assert [s["name"] for s in json.loads(r.stdout)] == [s["name"] for s in f["sites"]]
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "export", "torchscript"])
+def test_sites_refuses_an_input_shape_for_an_input_the_model_lacks(fmt: str) -> None:
+    # ONNX and .pt2 list their sites without running, but a wrong name is still a mistake.
+    f = FIXTURES["digits_cnn"]
+    r = run("sites", str(GENERATED / f["files"][fmt]), "--input-shape", "nosuch=1,1,8,8")
+    assert_user_error(r, "no input named 'nosuch'")
+
+
+def test_a_malformed_input_shape_says_what_is_wrong() -> None:
+    r = run("scan", str(GENERATED / FIXTURES["digits_cnn"]["files"]["onnx"]),
+            "--input-shape", "1,2,x")
+    assert_user_error(r, "'1,2,x'", "a dimension is missing")
+
+
 def test_input_shape_fixes_dynamic_dims_for_synthetic_data() -> None:
     r = run("scan", MULTI, "--input-shape", "ids=1,5;feats=1,5,8", "-f", "json")
     assert r.exit_code == 0, r.stderr

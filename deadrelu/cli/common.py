@@ -29,7 +29,8 @@ class OutputFormat(str, Enum):
 # ---- options shared by scan / check / patch
 ModelArg = Annotated[Path, typer.Argument(help="Model file: state dict / checkpoint (with "
                                           "--arch), pickled nn.Module (with --trust-pickle), "
-                                          "torch.export .pt2.", show_default=False)]
+                                          "torch.export .pt2, TorchScript, or .onnx (external "
+                                          "data too).", show_default=False)]
 DataOpt = Annotated[str | None, typer.Option(
     "--data", "-d", help="Data: .npy, .npz, .pt tensors, a folder of images, .csv, or "
     "module:function returning batches. None: synthetic inputs (with a warning).")]

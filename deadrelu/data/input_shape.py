@@ -46,8 +46,9 @@ def _parse_dims(dims: str, part: str) -> tuple[int, ...]:
     out = []
     for piece in pieces:
         if not piece.isdigit() or int(piece) < 1:
+            what = f"{piece!r} is not" if piece else "a dimension is missing or not"
             raise DeadReluError(
-                f"--input-shape: in {part!r}, {piece!r} is not a positive whole number; "
-                "write the dims like 1,3,32,32")
+                f"--input-shape: in {part!r}, {what} a positive whole number; write the dims "
+                "like 1,3,32,32 or 1x3x32x32")
         out.append(int(piece))
     return tuple(out)
