@@ -60,7 +60,7 @@ def test_input_shape_empty() -> None:
     ("y=1,2", ["no input named 'y'", "x, mask"]),
     ("x=1,a,3", ["'x=1,a,3'", "'a'", "positive"]),
     ("x=1,0", ["'0'"]),
-    ("x=", ["''"]),
+    ("x=", ["'x='", "a dimension is missing"]),
     ("1,2;mask=1,3", ["'1,2' has no input name"]),
     ("x=1,2;x=1,3", ["'x' is given twice"]),
 ])
