@@ -116,9 +116,16 @@ def scan(
         source = data
     else:
         shapes = parse_input_shapes(input_shape, inputs) if input_shape else None
-        source = open_data(data, inputs, batch_size=batch_size, samples=samples,
-                           input_shapes=shapes, image_size=image_size, mean=mean, std=std,
-                           drop_columns=drop_columns, channels=_image_channels(backend))
+        try:
+            source = open_data(data, inputs, batch_size=batch_size, samples=samples,
+                               input_shapes=shapes, image_size=image_size, mean=mean,
+                               std=std, drop_columns=drop_columns,
+                               channels=_image_channels(backend))
+        except DeadReluError as exc:
+            if data is not None or exc.path is not None or not isinstance(model, str | Path):
+                raise
+            # Synthetic inputs failed on what the model says of its inputs: name the model.
+            raise DeadReluError(str(exc), path=model) from None
     try:
         dev = torch.device(device)
     except RuntimeError:

@@ -333,3 +333,8 @@ def test_a_protocol_4_state_dict_needs_trust_and_then_scans(tmp_path: Path) -> N
             "--trust-pickle", "-f", "json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["model"]["format"] == "torch-checkpoint"
+
+
+def test_no_data_and_no_input_shape_names_the_model() -> None:
+    r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH)
+    assert_user_error(r, f"{DIGITS_PT}: input 'x' has an unknown shape", "--input-shape")

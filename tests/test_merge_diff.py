@@ -13,7 +13,7 @@ import pytest
 from deadrelu.merge import merge_results
 from deadrelu.report.load import load_report
 from tests.conftest import FIXTURES, GENERATED
-from tests.gate_helpers import cli, expected_dead, model_args, report, revive, shards
+from tests.gate_helpers import cli, data_path, expected_dead, model_args, report, revive, shards
 
 # Different activation families, a module called several times, functional sites.
 TORCH = ["planted_relu", "planted_sigmoid", "reuse_relu", "functional"]
@@ -140,3 +140,13 @@ def test_output_never_replaces_an_input(tmp_path: Path, command: str) -> None:
     res = cli(command, *args, "-o", target)
     assert res.exit_code == 2 and "would overwrite the input" in res.stderr, res.stderr
     assert target.read_bytes() == before
+
+
+def test_merge_refuses_one_report_given_twice(tmp_path: Path) -> None:
+    one = tmp_path / "s.json"
+    _scan_json(model_args("planted_relu"), data_path("planted_relu"), one)
+    res = cli("merge", one, tmp_path / ".." / tmp_path.name / "s.json", "-o",
+              tmp_path / "all.json")
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and "is given twice" in res.stderr
+    assert not (tmp_path / "all.json").exists()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from deadrelu.cli.common import OutputFormat, OutputOpt, user_errors, write_scan
+from deadrelu.errors import DeadReluError
 
 
 def merge_command(
@@ -28,5 +30,11 @@ def merge_command(
     from deadrelu.report.load import load_report
 
     with user_errors():
+        seen: dict[str, Path] = {}
+        for p in reports:
+            first = seen.setdefault(os.path.realpath(p), p)
+            if first is not p:
+                raise DeadReluError(f"is given twice (as {first} and {p}): merging a scan "
+                                    "with itself would count its samples twice", path=p)
         merged = merge_results([load_report(p) for p in reports], [str(p) for p in reports])
         write_scan(merged, output_format, output)
