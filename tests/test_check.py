@@ -246,3 +246,13 @@ def test_a_bad_input_is_the_only_line_even_without_limits(args: list[str], words
     res = cli("check", *args)
     assert res.exit_code == 2
     assert res.stderr.count("\n") == 1 and words in res.stderr, res.stderr
+
+
+def test_settings_flags_on_a_saved_scan_are_not_applied_and_it_says_so(tmp_path) -> None:
+    saved = tmp_path / "scan.json"
+    assert cli("scan", *model_args(NAME), "--data", data_path(NAME), "-f", "json", "-o",
+               saved).exit_code == 0
+    res = cli("check", "--scan", saved, "--max-dead", 1000, "--eps", 0.01)
+    assert res.exit_code == 0
+    assert "--eps 0.01 (the scan used 0.001)" in res.stderr
+    assert "warning" not in cli("check", "--scan", saved, "--max-dead", 1000).stderr

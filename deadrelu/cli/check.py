@@ -146,6 +146,14 @@ def check_command(
             if model is not None:
                 warn(f"--scan {scan_report} is checked; MODEL {model} is not scanned")
             result = load_report(scan_report)
+            # A saved scan keeps the settings it was made with; say when the flags differ.
+            asked = {"eps": eps, "tau": tau, "min-active": min_active}
+            kept = result.settings.to_dict()
+            differ = [f"--{k} {v:g} (the scan used {kept[k.replace('-', '_')]:g})"
+                      for k, v in asked.items() if v != kept[k.replace("-", "_")]]
+            if differ:
+                warn(f"{', '.join(differ)}: a saved scan is checked with its own settings; "
+                     "re-scan to apply others")
         else:
             assert model is not None
             result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
