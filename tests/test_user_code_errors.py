@@ -75,3 +75,24 @@ def test_integer_or_bool_data_on_a_float_model(fmt: str, dtype: str, tmp_path: P
     extra = ["--arch", DIGITS["arch"]] if fmt == "state_dict" else []
     r = run("scan", str(GENERATED / DIGITS["files"][fmt]), *extra, "--data", str(data))
     assert_user_error(r, str(data), "bias type (float) should be the same")
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torchscript"])
+@pytest.mark.parametrize("shape,words,not_words", [
+    # wrong channel count: the first layer is named
+    ((8, 3, 8, 8), ["expected input[8, 3, 8, 8] to have 1 channels"], []),
+    # wrong spatial size: the channels fit, so no first-layer hint that would mislead
+    ((8, 1, 16, 16), ["mat1 and mat2 shapes cannot be multiplied"], ["expects 1 channels"]),
+])
+def test_data_of_the_wrong_shape_gets_torchs_reason(fmt: str, shape: tuple[int, ...],
+                                                    words: list[str], not_words: list[str],
+                                                    tmp_path: Path) -> None:
+    data = tmp_path / "wrong.npz"
+    np.savez(data, x=np.random.default_rng(0).random(shape, dtype=np.float32))
+    extra = ["--arch", DIGITS["arch"]] if fmt == "state_dict" else []
+    r = run("scan", str(GENERATED / DIGITS["files"][fmt]), *extra, "--data", str(data))
+    assert_user_error(r, str(data), *words)
+    for w in not_words:
+        assert w not in r.stderr
+    if fmt == "state_dict" and shape[1] == 3:
+        assert "its first layer features.0 (Conv2d) expects 1 channels" in r.stderr

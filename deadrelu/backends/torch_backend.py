@@ -94,13 +94,17 @@ def check_shapes(batch: Mapping[str, np.ndarray], inputs: list[InputSpec], sourc
                 path=source)
 
 
-def _first_layer(model: torch.nn.Module) -> str:
+def _first_layer(model: torch.nn.Module, shape: tuple[int, ...] | None) -> str:
+    """A hint naming the model's first layer, when the input ``shape`` visibly does not fit
+    it (a mismatch further in, e.g. a spatial size, gets no hint: it would mislead)."""
     for name, mod in model.named_modules():
         w = getattr(mod, "weight", None)
         if isinstance(w, torch.Tensor) and w.ndim >= 2:
-            if isinstance(mod, torch.nn.Linear):
+            if isinstance(mod, torch.nn.Linear) and (not shape or
+                                                     shape[-1] != mod.in_features):
                 return f"; its first layer {name} (Linear) expects (…, {mod.in_features})"
-            if isinstance(mod, torch.nn.modules.conv._ConvNd):
+            if isinstance(mod, torch.nn.modules.conv._ConvNd) and (
+                    shape is None or len(shape) < 2 or shape[1] != mod.in_channels):
                 return (f"; its first layer {name} ({type(mod).__name__}) expects "
                         f"{mod.in_channels} channels on axis 1")
             return ""
@@ -224,7 +228,8 @@ class TorchBackend:
                         raise
                     shapes = ", ".join(f"{s.name!r} has shape {tuple(a.shape)}"
                                        for s, a in zip(self.inputs, args, strict=False))
-                    hint = _first_layer(self.module) if self.module is not None else ""
+                    first = tuple(args[0].shape) if args else None
+                    hint = _first_layer(self.module, first) if self.module is not None else ""
                     raise DeadReluError(
                         f"the data does not fit the model: input {shapes}{hint} ({text})",
                         path=source) from None

@@ -151,6 +151,7 @@ class _Capture(TorchDispatchMode):
     cursor: int = 0
     channels_first: weakref.WeakValueDictionary[int, torch.Tensor] = field(
         default_factory=weakref.WeakValueDictionary)
+    last_error: str = ""  # the last op error, which the interpreter's re-raise loses
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -173,7 +174,14 @@ class _Capture(TorchDispatchMode):
         op = str(getattr(func, "_overloadpacket", func).__name__).split(".")[-1]
         z = args[0] if args else None
         if op not in _OP_KIND or not isinstance(z, torch.Tensor) or not z.is_floating_point():
-            out = func(*args, **kwargs)
+            try:
+                out = func(*args, **kwargs)
+            except Exception as exc:
+                # The TorchScript interpreter re-raises a Python mode's error with an empty
+                # message: keep the op's own words for the user.
+                self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}" \
+                    if str(exc).strip() else type(exc).__name__
+                raise
             self._track(op, args, out)
             return out
         kind, params = _kind_and_params(op, tuple(args), kwargs)
@@ -223,8 +231,11 @@ def run_dispatch(module: Any, inputs: list[str], batches: Iterable[Mapping[str, 
                 with capture:
                     module(*args)
             except RuntimeError as exc:
-                raise DeadReluError(f"the TorchScript model failed on this data: "
-                                    f"{_interpreter_error(exc)}", path=source) from None
+                reason = _interpreter_error(exc)
+                if reason.rstrip(":") in ("RuntimeError", "") and capture.last_error:
+                    reason = capture.last_error
+                raise DeadReluError(f"the TorchScript model failed on this data: {reason}",
+                                    path=source) from None
             if on_batch is not None:
                 on_batch(int(args[0].shape[0]) if args and args[0].ndim else 1)
     return registry.results()
