@@ -145,3 +145,15 @@ def test_a_pipe_as_output_is_written_through(work: Path, tmp_path: Path) -> None
     assert stat.S_ISFIFO(fifo.stat().st_mode)  # the node itself is untouched
     reader.join(timeout=30)
     assert got and got[0].startswith(b"{")
+
+
+def test_a_symlinked_patch_output_keeps_the_link(work: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real.pt2"
+    real.write_bytes(b"an older patched model")
+    link = tmp_path / "link.pt2"
+    link.symlink_to(real)
+    r = run("patch", str(work / "model.pt"), "--arch", f"{work / 'nets.py'}:{ARCH_NAME}",
+            "--data", str(work / "data.npz"), "-n", "32", "-o", str(link))
+    assert r.exit_code == 0, r.output
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes() != b"an older patched model"

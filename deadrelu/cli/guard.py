@@ -13,7 +13,6 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -103,27 +102,9 @@ def onnx_external_files(model: Path) -> list[Path]:
             return []
         import onnx
 
+        from deadrelu.backends.onnx_graph import external_locations
+
         proto = onnx.load(str(model), load_external_data=False)
     except Exception:  # not readable as ONNX: the command reports that itself
         return []
-    found: list[Path] = []
-    for tensor in _tensors(proto.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    found.append(model.parent / entry.value)
-    return found
-
-
-def _tensors(graph: Any) -> list[Any]:
-    out = list(getattr(graph, "initializer", []))
-    for node in getattr(graph, "node", []):
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                out.append(attr.t)
-            out += list(attr.tensors)
-            if attr.HasField("g"):
-                out += _tensors(attr.g)
-            for g in attr.graphs:
-                out += _tensors(g)
-    return out
+    return [model.parent / location for location in external_locations(proto)]

@@ -490,7 +490,9 @@ class _Job:
 
     # ---- writing: a temporary file in the target folder, then one rename
     def write(self, out: Path) -> None:
-        parent = out.parent if str(out.parent) else Path(".")
+        # A symlink is followed: the file it points at is replaced and the link stays.
+        out = Path(os.path.realpath(out))
+        parent = out.parent
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=parent)
         os.close(fd)
         tmp = Path(tmp_name)
