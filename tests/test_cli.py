@@ -338,3 +338,31 @@ def test_a_protocol_4_state_dict_needs_trust_and_then_scans(tmp_path: Path) -> N
 def test_no_data_and_no_input_shape_names_the_model() -> None:
     r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH)
     assert_user_error(r, f"{DIGITS_PT}: input 'x' has an unknown shape", "--input-shape")
+
+
+@pytest.mark.parametrize("width", [50, 60, 80, 200])
+def test_narrow_tables_keep_the_site_column_whole(width: int, tmp_path: Path) -> None:
+    # Rich collapsed the site column first when a table was too wide (a CI log is 80
+    # columns); now the least useful columns go and every site name stays whole.
+    import io
+
+    from rich.console import Console
+
+    from deadrelu.diff import diff_results
+    from deadrelu.report import gate_render, render
+    from deadrelu.report.load import load_report
+
+    f = FIXTURES["leaky_negative_only"]
+    out = tmp_path / "s.json"
+    assert run("scan", str(GENERATED / f["files"]["onnx"]), "--data",
+               str(GENERATED / f["data"]), "-f", "json", "-o", str(out)).exit_code == 0
+    result = load_report(out)
+    console = Console(width=width, file=io.StringIO(), record=True)
+    render.render_table(result, console)
+    gate_render.render_diff_table(diff_results(result, result, "a", "b"), console)
+    text = console.export_text()
+    for site in result.sites:
+        assert text.count(f" {site.name} ") == 2, text  # once per table, not cut
+    assert "…" not in text.split("model:")[0]
+    if width >= 200:
+        assert "active" in text and "dead% before" in text  # nothing dropped when it fits

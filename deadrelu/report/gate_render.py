@@ -12,6 +12,7 @@ from rich.text import Text
 from deadrelu.diff import ScanDiff, SiteDiff
 from deadrelu.gate import GateResult
 from deadrelu.report import render
+from deadrelu.report.fit import fitting_columns
 
 
 def verdict(gate: GateResult) -> str:
@@ -115,12 +116,17 @@ def diff_summary(d: ScanDiff) -> str:
 def render_diff_table(d: ScanDiff, console: Console) -> None:
     table = Table(title="deadrelu diff", title_justify="left", header_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in DIFF_COLUMNS:
+    rows = [diff_row(s) for s in d.sites]
+    keep = fitting_columns(DIFF_COLUMNS, rows, console.width,
+                           droppable=("dead% before", "dead% after", "kind", "neurons"))
+    for i in keep:
+        col = DIFF_COLUMNS[i]
         table.add_column(col, justify="left" if col in ("site", "kind", "died", "revived")
-                         else "right")
-    for s in d.sites:
+                         else "right", no_wrap=col not in ("died", "revived"),
+                         overflow="fold" if col in ("died", "revived") else "ellipsis")
+    for s, row in zip(d.sites, rows, strict=True):
         style = "red" if s.died else ("green" if s.revived else None)
-        table.add_row(*diff_row(s), style=style)
+        table.add_row(*(row[i] for i in keep), style=style)
     console.print(table)
     console.print(Text(diff_summary(d)))
 

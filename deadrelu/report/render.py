@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from deadrelu.report.fit import fitting_columns
 from deadrelu.report.model import ScanResult, Site
 from deadrelu.report.plot import spark
 
@@ -84,20 +85,21 @@ def summary_lines(result: ScanResult) -> list[str]:
 def render_table(result: ScanResult, console: Console) -> None:
     table = Table(title="deadrelu scan", title_justify="left", header_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    longest = max((len(s.name) for s in result.sites), default=4)
-    for col in COLUMNS:
+    # The dead rate also as a one-character bar after dead%: read down, the column is a
+    # sparkline of where the network dies.
+    bar = COLUMNS.index("dead%") + 1
+    headers = [*COLUMNS[:bar], "", *COLUMNS[bar:]]
+    rows = [[*site_row(s)[:bar], spark(s.dead_rate), *site_row(s)[bar:]] for s in result.sites]
+    keep = fitting_columns(headers, rows, console.width,
+                           droppable=("active", "margin", "satur.", "", "dormant"))
+    for i in keep:
+        col = headers[i]
         table.add_column(col, justify="left" if col in ("site", "kind") else "right",
-                         no_wrap=col != "site",
-                         min_width=min(longest, 40) if col == "site" else None)
-        if col == "dead%":
-            # The dead rate as a one-character bar: read down, the column is a sparkline
-            # of where the network dies; one character keeps the table within 80 columns.
-            table.add_column("", no_wrap=True)
-    for site in result.sites:
-        cells: list[str | Text] = list(site_row(site))
-        cells.insert(COLUMNS.index("dead%") + 1, Text(spark(site.dead_rate), style="red"))
-        style = "red" if site.dead_count else None
-        table.add_row(*cells, style=style)
+                         no_wrap=True)
+    for site, row in zip(result.sites, rows, strict=True):
+        cells: list[str | Text] = [Text(row[i], style="red") if i == bar else row[i]
+                                   for i in keep]
+        table.add_row(*cells, style="red" if site.dead_count else None)
     console.print(table)
     for line in summary_lines(result):
         console.print(Text(line))
