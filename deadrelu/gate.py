@@ -170,6 +170,9 @@ class BaselineComparison:
     revived: dict[str, list[int]]
     dead_rate_before: float
     dead_rate_after: float
+    # (after - before) / neurons, divided once: the difference of the two rounded rates can
+    # miss a limit equal to it (42/112 - 41/112 is not 1/112 in floating point).
+    dead_rate_increase: float = 0.0
 
     @property
     def new_dead(self) -> int:
@@ -231,15 +234,14 @@ def evaluate(result: ScanResult, limits: Limits, baseline: ScanResult | None = N
         "max-dead-rate": dead / neurons if neurons else 0.0,
         "max-dead": float(dead),
         "max-dormant-rate": dormant / neurons if neurons else 0.0,
-        "max-saturation": 1.0 - active / finite if finite else None,
+        "max-saturation": (finite - active) / finite if finite else None,  # one rounding
     }
     comparison = None
     if baseline is not None:
         comparison = compare_baseline(result, baseline, baseline_path,
                                       {s.name for s in gated})
         model_figures["max-new-dead"] = float(comparison.new_dead)
-        model_figures["max-dead-rate-increase"] = (comparison.dead_rate_after
-                                                   - comparison.dead_rate_before)
+        model_figures["max-dead-rate-increase"] = comparison.dead_rate_increase
     elif limits.max_new_dead is not None or limits.max_dead_rate_increase is not None:
         raise DeadReluError("--max-new-dead and --max-dead-rate-increase need --baseline FILE")
 
@@ -313,7 +315,8 @@ def compare_baseline(result: ScanResult, baseline: ScanResult, path: str,
     return BaselineComparison(path, {d.name: d.died for d in sites},
                               {d.name: d.revived for d in sites},
                               before / neurons if neurons else 0.0,
-                              after / neurons if neurons else 0.0)
+                              after / neurons if neurons else 0.0,
+                              (after - before) / neurons if neurons else 0.0)
 
 
 def _names(names: Sequence[str], n: int = 4) -> str:

@@ -176,7 +176,9 @@ def derive(stats: NeuronStats, kind_name: str, params: Mapping[str, Any],
     rarely = seen & ~dead & (sample_fraction < settings.min_active)
 
     total_finite = int(finite.sum())
-    saturation = 1.0 - int(a["active"].sum()) / total_finite if total_finite else None
+    # (finite - active) / finite, divided once: 1 - active/finite rounds twice.
+    saturation = ((total_finite - int(a["active"].sum())) / total_finite if total_finite
+                  else None)
     cap_fraction = (int(a["at_cap"].sum()) / total_finite
                     if caps is not None and total_finite else None)
     margin = float(a["max_pre"][dead].max()) if dead.any() else None

@@ -186,6 +186,8 @@ def test_baseline_new_dead_and_dead_rate_increase(tmp_path: Path) -> None:
     args = ["check", "--scan", now, "--baseline", base, "--max-dead-rate-increase"]
     assert cli(*args, rise * 1.01).exit_code == 0
     assert cli(*args, rise * 0.99).exit_code == 1
+    # A figure equal to its limit passes: one neuron more is exactly 1/neurons.
+    assert cli(*args, 1 / neurons).exit_code == 0
     # the same scan as its own baseline: nothing new
     assert cli("check", "--scan", now, "--baseline", now, "--max-new-dead", 0).exit_code == 0
 
