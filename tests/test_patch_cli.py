@@ -132,7 +132,8 @@ def test_scan_report_without_its_data_verifies_on_synthetic_inputs_and_says_so(
     r = run("patch", RELU_ONNX, "--scan", str(moved / "scan.json"), "--to", "elu", "-f",
             "json", "-o", str(tmp_path / "fixed.onnx"))
     assert r.exit_code == 0, r.stderr
-    assert "the before / after table compares scans on synthetic inputs" in r.stderr
+    assert ("the data file the scan report names is in neither the current folder nor the "
+            "report's: the before / after table compares scans on synthetic inputs") in r.stderr
     rec = json.loads(r.stdout)
     assert rec["data"]["synthetic"] and rec["changed_sites"]
 

@@ -129,8 +129,11 @@ def patch(
     after = run_scan(str(out), source, trust_pickle=True, **opts)
     if not same_data:
         baseline = run_scan(str(src), source, **load_opts, **opts)
-        result.notes.append("the scan report does not say where its data is: the before / "
-                            "after table compares scans on synthetic inputs; pass --data")
+        where = ("the data file the scan report names is in neither the current folder "
+                 "nor the report's" if report is not None and not report.data.synthetic
+                 else "the scan report was made on synthetic inputs")
+        result.notes.append(f"{where}: the before / after table compares scans on synthetic "
+                            "inputs; pass --data")
     result.drift = job.drift(job.written_runner(out), label_array)
     result.changes = _changes(plan, baseline, after, job.compensation, result.notes)
     result.status = "patched"
