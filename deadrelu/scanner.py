@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def scan(
     """
     import torch
 
+    input_shape, arch_kwargs = _check_arguments(model, arch, input_shape, arch_kwargs,
+                                                batch_size, samples)
     settings = settings or Settings()
     _check_settings(settings)
     # The file's sha256 is computed while the model loads and runs, filled in at the end.
@@ -222,6 +225,41 @@ def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settin
 def _image_channels(backend: Any) -> int | None:
     guess = getattr(backend, "image_channels", None)
     return guess() if callable(guess) else None
+
+
+def _check_arguments(model: Any, arch: Any, input_shape: Any, arch_kwargs: Any,
+                     batch_size: Any, samples: Any) -> tuple[str | None, str | None]:
+    """The library's arguments, checked as the CLI's flags are, so that a wrong type is a
+    DeadReluError and not a TypeError deep inside; returns input_shape and arch_kwargs in
+    their flag form (a shape tuple and a kwargs dict are accepted too)."""
+    import json
+
+    import torch
+
+    if model is None or not isinstance(model, str | os.PathLike | torch.nn.Module):
+        raise DeadReluError(f"model must be a path or an nn.Module, not {type(model).__name__}")
+    if isinstance(model, torch.nn.Module) and (arch is not None or arch_kwargs is not None):
+        raise DeadReluError("arch and arch_kwargs build a model for a state dict file; this "
+                            "model is an nn.Module already")
+    for name, value, least in (("batch_size", batch_size, 1), ("samples", samples, 1)):
+        if value is None and name == "samples":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise DeadReluError(f"{name} must be a whole number >= {least}, got {value!r}")
+    if isinstance(input_shape, tuple | list):
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in input_shape):
+            raise DeadReluError(f"input_shape must be dims like (1, 3, 32, 32) or a string "
+                                f"like '1,3,32,32', got {input_shape!r}")
+        input_shape = ",".join(map(str, input_shape))
+    elif input_shape is not None and not isinstance(input_shape, str):
+        raise DeadReluError(f"input_shape must be a string or a tuple of dims, not "
+                            f"{type(input_shape).__name__}")
+    if isinstance(arch_kwargs, Mapping):
+        arch_kwargs = json.dumps(dict(arch_kwargs))
+    elif arch_kwargs is not None and not isinstance(arch_kwargs, str):
+        raise DeadReluError(f"arch_kwargs must be a dict or a JSON string, not "
+                            f"{type(arch_kwargs).__name__}")
+    return input_shape, arch_kwargs
 
 
 def _check_settings(s: Settings) -> None:

@@ -100,33 +100,51 @@ def from_callable(spec: str, target: tuple[str, str, bool], opts: Opts) -> DataS
         except (Exception, SystemExit) as exc:
             raise DeadReluError(f"calling {target[1]}() {_what_happened(exc)}",
                                 path=spec) from None
-        if _is_arrayish(result) or isinstance(result, Mapping):
-            # The whole data set at once: cut it into batches here.
-            whole = _convert_batch(result, opts, spec, "the returned data")
-            n = len(next(iter(whole.values())))
-            for start in range(0, n, opts.batch_size):
-                yield {k: v[start:start + opts.batch_size] for k, v in whole.items()}
-            return
-        if result is None or not isinstance(result, Iterable):
-            raise DeadReluError(
-                f"{target[1]}() returned {type(result).__name__}; it must return an iterable "
-                "of batches (a list, a generator or a DataLoader)", path=spec)
-        batches = iter(result)
-        k = 0
-        while True:
-            try:  # the user's generator runs here, batch by batch
-                batch = next(batches)
-            except StopIteration:
-                return
-            except DeadReluError:
-                raise
-            except (Exception, SystemExit) as exc:
-                raise DeadReluError(f"{target[1]}() {_what_happened(exc)} while producing "
-                                    f"batch {k}", path=spec) from None
-            yield _convert_batch(batch, opts, spec, f"batch {k}")
-            k += 1
+        yield from batches_of(result, opts, spec, f"{target[1]}()")
 
     return DataSource(spec, False, None, load, spec, opts.samples)
+
+
+def from_memory(value: Any, opts: Opts) -> DataSource:
+    """Data handed to the library directly: an array or tensor (one input), a mapping of input
+    name to array, or an iterable of such batches (a list, a DataLoader)."""
+    label = "in-memory data"
+    if not (_is_arrayish(value) or isinstance(value, Mapping) or isinstance(value, Iterable)):
+        raise DeadReluError(f"data must be a path, module:function, an array, a mapping of "
+                            f"input name to array, or an iterable of batches, not "
+                            f"{type(value).__name__}")
+    return DataSource(label, False, None, lambda: batches_of(value, opts, label, "the data"),
+                      label, opts.samples)
+
+
+def batches_of(result: Any, opts: Opts, spec: str, what: str) -> Iterator[Batch]:
+    """The batches in what a data function returned (or the library was given): the whole
+    data set at once (an array or a mapping), cut into batches here, or an iterable of
+    batches, pulled one at a time."""
+    if _is_arrayish(result) or isinstance(result, Mapping):
+        whole = _convert_batch(result, opts, spec, "the returned data")
+        n = len(next(iter(whole.values())))
+        for start in range(0, n, opts.batch_size):
+            yield {k: v[start:start + opts.batch_size] for k, v in whole.items()}
+        return
+    if result is None or not isinstance(result, Iterable):
+        raise DeadReluError(
+            f"{what} returned {type(result).__name__}; it must return an iterable "
+            "of batches (a list, a generator or a DataLoader)", path=spec)
+    batches = iter(result)
+    k = 0
+    while True:
+        try:  # the user's generator runs here, batch by batch
+            batch = next(batches)
+        except StopIteration:
+            return
+        except DeadReluError:
+            raise
+        except (Exception, SystemExit) as exc:
+            raise DeadReluError(f"{what} {_what_happened(exc)} while producing batch {k}",
+                                path=spec) from None
+        yield _convert_batch(batch, opts, spec, f"batch {k}")
+        k += 1
 
 
 def _is_arrayish(value: Any) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from deadrelu.data.arrays import from_npy, from_npz, from_torch
-from deadrelu.data.callables import callable_target, from_callable
+from deadrelu.data.callables import callable_target, from_callable, from_memory
 from deadrelu.data.common import Opts, wanted
 from deadrelu.data.csv_rows import from_csv
 from deadrelu.data.images import IMAGE_SUFFIXES, from_images
@@ -20,7 +21,7 @@ SUPPORTED = ".npy, .npz, .pt/.pth, .csv, a folder of images, or module:function"
 
 
 def open_data(
-    spec: str | os.PathLike[str] | None,
+    spec: str | os.PathLike[str] | Any | None,
     inputs: Sequence[InputSpec],
     *,
     batch_size: int = 32,
@@ -37,7 +38,8 @@ def open_data(
 
     ``spec`` is a path (``.npy``, ``.npz``, ``.pt``/``.pth``, ``.csv`` or a folder of images),
     ``module:function`` or ``path/to/file.py:function`` (a function that returns the batches),
-    or None for synthetic inputs. ``samples`` caps every source; ``input_shapes``
+    data in memory (an array, a mapping of input name to array, an iterable of batches), or
+    None for synthetic inputs. ``samples`` caps every source; ``input_shapes``
     (``--input-shape``) overrides the model's input shapes for synthetic data and for the
     reshaping of csv rows and images.
     """
@@ -57,6 +59,10 @@ def open_data(
                   drop_columns=drop_columns)
         return synthetic_source(inputs, shapes, batch_size, samples, seed)
 
+    if not isinstance(spec, str | os.PathLike):  # the library given data in memory
+        _only_for("in-memory data", None, image_size=image_size, mean=mean, std=std,
+                  drop_columns=drop_columns)
+        return from_memory(spec, opts)
     text = os.fspath(spec)
     path = Path(text)
     if not path.exists():

@@ -59,6 +59,8 @@ def patch(
     """
     from deadrelu.formats import detect
 
+    if isinstance(sites, str):  # one glob, not its characters
+        sites = (sites,)
     src = Path(model)
     fmt = detect(src)
     out = Path(output) if output is not None else None

@@ -139,6 +139,8 @@ def make_plan(scan: Any, *, target: str = "leaky", alpha: float | None = None,
     if target == "elu" and scope == "neurons":
         raise DeadReluError("--to elu --scope neurons: ELU has no per-channel form; use "
                             "--scope layers, or --to prelu for a per-channel rewrite")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)):
+        raise DeadReluError(f"--alpha must be a number, got {alpha!r}")
     alpha = DEFAULT_ALPHA[target] if alpha is None else float(alpha)
     if not (alpha >= 0) or alpha == float("inf"):
         raise DeadReluError(f"--alpha must be a finite number >= 0, got {alpha}")

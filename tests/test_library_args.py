@@ -1,0 +1,82 @@
+"""The library takes data in memory and Python-natural arguments, and turns wrong ones into
+DeadReluError (design.md §3: the one user-error exception), as the CLI does for flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import deadrelu
+from deadrelu.errors import DeadReluError
+from tests.conftest import FIXTURES, GENERATED, ROOT
+
+DIGITS = FIXTURES["digits_cnn"]
+MODEL = str(GENERATED / DIGITS["files"]["state_dict"])
+ARCH = str(ROOT / DIGITS["arch"].split(":")[0]) + ":" + DIGITS["arch"].split(":")[1]
+DATA = GENERATED / DIGITS["data"]
+
+
+def _x() -> np.ndarray:
+    with np.load(DATA) as z:
+        return np.asarray(z[DIGITS["input"]][:96])
+
+
+def _dead(result: Any) -> list[list[int]]:
+    return [s.dead_indices() for s in result.sites]
+
+
+@pytest.mark.parametrize("form", ["array", "tensor", "mapping", "list of batches"])
+def test_data_in_memory_equals_the_same_data_from_a_file(form: str, tmp_path: Path) -> None:
+    x = _x()
+    name = DIGITS["input"]
+    path = tmp_path / "x.npz"
+    np.savez(path, **{name: x})
+    data = {"array": x, "tensor": torch.from_numpy(x), "mapping": {name: x},
+            "list of batches": [{name: x[:40]}, {name: x[40:]}]}[form]
+    got = deadrelu.scan(MODEL, data, arch=ARCH, batch_size=32)
+    want = deadrelu.scan(MODEL, str(path), arch=ARCH, batch_size=32)
+    assert got.data.samples == want.data.samples == len(x)
+    assert _dead(got) == _dead(want)
+    for a, b in zip(got.sites, want.sites, strict=True):
+        for field in ("active", "positive", "max_pre", "min_pre"):
+            np.testing.assert_array_equal(a.stats.arrays[field], b.stats.arrays[field])
+
+
+def test_natural_forms_of_shape_and_kwargs() -> None:
+    r = deadrelu.scan(MODEL, None, arch=ARCH, arch_kwargs={}, input_shape=(1, 1, 8, 8),
+                      samples=8)
+    assert r.data.synthetic and r.data.samples == 8
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"model": None}, "model must be a path or an nn.Module"),
+    ({"samples": 2.5}, "samples must be a whole number"),
+    ({"batch_size": "32"}, "batch_size must be a whole number"),
+    ({"input_shape": {"x": 1}}, "input_shape must be a string or a tuple"),
+    ({"arch_kwargs": 3}, "arch_kwargs must be a dict"),
+    ({"data": 5}, "data must be a path"),
+])
+def test_wrong_argument_types_are_deadrelu_errors(kwargs: dict[str, Any], words: str) -> None:
+    args = {"model": MODEL, "data": _x(), "arch": ARCH, **kwargs}
+    with pytest.raises(DeadReluError, match=words):
+        deadrelu.scan(args.pop("model"), args.pop("data"), **args)
+
+
+def test_arch_with_a_built_module_is_refused() -> None:
+    from deadrelu.backends.torch_loading import build_arch
+
+    with pytest.raises(DeadReluError, match="nn.Module already"):
+        deadrelu.scan(build_arch(ARCH), _x(), arch=ARCH)
+
+
+def test_patch_takes_one_glob_as_a_string_and_checks_alpha(tmp_path: Path) -> None:
+    out = tmp_path / "p.pt2"
+    with pytest.raises(DeadReluError, match="--alpha must be a number"):
+        deadrelu.patch(MODEL, str(DATA), arch=ARCH, output=str(out), alpha="x")
+    r = deadrelu.patch(MODEL, str(DATA), arch=ARCH, output=str(out), sites="features.3",
+                       dry_run=True, samples=64)
+    assert [c.name for c in r.plan.sites] == ["features.3"]
