@@ -131,8 +131,11 @@ class Failure:
         return f"{text} ({self.detail})" if self.detail else text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"site": self.site, "metric": self.metric, "figure": self.figure,
-                "limit": self.limit, "detail": self.detail, "message": self.message()}
+        def number(v: float) -> float | int:  # a count is a whole number in the JSON too
+            return v if self.is_rate else int(v)
+
+        return {"site": self.site, "metric": self.metric, "figure": number(self.figure),
+                "limit": number(self.limit), "detail": self.detail, "message": self.message()}
 
 
 _LABELS = {

@@ -179,6 +179,7 @@ def test_baseline_new_dead_and_dead_rate_increase(tmp_path: Path) -> None:
     assert fail.exit_code == 1
     (f,) = _failures(fail)
     assert (f["metric"], f["figure"], f["limit"]) == ("max-new-dead", 1, 0)
+    assert isinstance(f["figure"], int) and isinstance(f["limit"], int)  # counts, not 1.0
     assert f"{site}: [{neuron}]" in f["detail"]
     assert json.loads(fail.stdout)["baseline"]["died"][site] == [neuron]
     assert cli("check", "--scan", now, "--baseline", base, "--max-new-dead", 1).exit_code == 0
