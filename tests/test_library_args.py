@@ -69,7 +69,7 @@ def test_wrong_argument_types_are_deadrelu_errors(kwargs: dict[str, Any], words:
 def test_arch_with_a_built_module_is_refused() -> None:
     from deadrelu.backends.torch_loading import build_arch
 
-    with pytest.raises(DeadReluError, match="nn.Module already"):
+    with pytest.raises(DeadReluError, match=r"nn\.Module already"):
         deadrelu.scan(build_arch(ARCH), _x(), arch=ARCH)
 
 
