@@ -88,6 +88,7 @@ def scan(
     compile: bool = False,
     on_start: Callable[[int | None], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    count_at_cap: Mapping[int, float] | None = None,
 ) -> ScanResult:
     """Scan ``model`` (a file path or an ``nn.Module``) on ``data`` (see :func:`open_data`).
 
@@ -145,7 +146,8 @@ def scan(
         group = join(dev)
     try:
         result = _run(backend, source, data, dev, settings, channel_axis, fast_path, group,
-                      num_workers, low_precision, model_info, on_start, on_batch)
+                      num_workers, low_precision, model_info, on_start, on_batch,
+                      count_at_cap)
         if digest is not None:
             model_info.sha256 = digest.result()
         return result
@@ -175,11 +177,13 @@ def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settin
          channel_axis: int | None, fast_path: bool, group: Any, num_workers: int,
          low_precision: str | None, model_info: ModelInfo,
          on_start: Callable[[int | None], None] | None,
-         on_batch: Callable[[int], None] | None) -> ScanResult:
+         on_batch: Callable[[int], None] | None,
+         count_at_cap: Mapping[int, float] | None = None) -> ScanResult:
     from deadrelu.backends.sites import SiteRegistry
     from deadrelu.loader import prefetch
 
     registry = SiteRegistry(settings, channel_axis, dev)
+    registry.count_at_cap = dict(count_at_cap or {})
     seen = 0
 
     def count(n: int) -> None:

@@ -169,6 +169,9 @@ class OnnxBackend:
         if missing:
             lay.update(layouts(light, missing, registry.channel_axis,
                                self._probe(missing, feed, registry.device)))
+        for k, s in enumerate(scanned):
+            if s.name in lay and k in registry.count_at_cap:
+                lay[s.name].count_at = registry.count_at_cap[k]
         eps = registry.settings.eps
         fast = _Program(self, instrument(light, scanned, lay, eps, fast=True), weights,
                         registry.device)

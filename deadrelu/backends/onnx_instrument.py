@@ -51,6 +51,7 @@ class SiteLayout:
     elem_type: int
     inner: int | None = None  # elements per (sample, neuron), when shape inference knows them
     dims: tuple[int | None, ...] | None = None  # the static dims shape inference found
+    count_at: float | None = None  # also count elements >= this (SiteRegistry.count_at_cap)
 
 
 @dataclass
@@ -390,6 +391,8 @@ def _site_stats(b: _Builder, s: OnnxSite, lay: SiteLayout, eps: float, fast: boo
     else:
         out["positive"] = total(b.node("Greater", [z3, bound(0.0)]))
     cap = cap_bounds(s.kind, **kind_params)
+    if cap is None and lay.count_at is not None:
+        cap = (-np.inf, lay.count_at)
     if cap is not None and np.isfinite(cap[1]):
         out["at_cap"] = total(b.at_least(z3, bound(cap[1])))
     magnitude = h3 if s.kind in ("relu", "relu6") else b.node("Abs", [h3])  # h >= 0 already

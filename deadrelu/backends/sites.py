@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -127,6 +128,10 @@ class SiteRegistry:
         self.accs: dict[str, TorchSiteAccumulator] = {}
         self._counts: dict[str, int] = {}
         self.notes: list[str] = []
+        # k -> c: the k-th site (in first-seen order) also counts its elements >= c. patch
+        # asks for it when a rewrite keeps ReLU6's flat top after a new activation, which
+        # the re-scan would otherwise not see (the top is a separate min).
+        self.count_at_cap: dict[int, float] = {}
 
     def begin_forward(self) -> None:
         self._counts.clear()
@@ -155,6 +160,9 @@ class SiteRegistry:
         neurons = z.shape[axis] if z.ndim >= 1 else 1
         scalar_params = {k: v for k, v in params.items() if not isinstance(v, torch.Tensor)}
         rule = SiteRule(kind, scalar_params, self.settings.eps)
+        top = self.count_at_cap.get(len(self.accs))
+        if top is not None and rule.cap is None:
+            rule.cap = (-math.inf, top)  # counted as at_cap; never a clamp of z (lo < 0)
         acc = TorchSiteAccumulator(neurons, axis, rule, z.device)
         self.accs[name] = acc
         self.infos[name] = SiteInfo(name, kind, axis, neurons, tuple(z.shape), call, module,

@@ -22,6 +22,7 @@ from deadrelu.patch.verify import (
     read_labels,
     torch_runner,
 )
+from deadrelu.stats import Settings
 
 OUTPUT_FORMATS = {".pt2": "torch-export", ".pt": "torch-pickle", ".pth": "torch-pickle",
                   ".onnx": "onnx"}
@@ -128,7 +129,10 @@ def patch(
         for name, text in job.compensate().items():
             job.compensation[name] = text
     job.write(out)
-    after = run_scan(str(out), source, trust_pickle=True, **opts)
+    eps = opts["settings"].eps if opts.get("settings") is not None else Settings().eps
+    flat = _flat_tops(plan, before, eps)
+    after = run_scan(str(out), source, trust_pickle=True,
+                     count_at_cap={k: cap for k, (cap, _) in flat.items()}, **opts)
     if not same_data:
         baseline = run_scan(str(src), source, **load_opts, **opts)
         where = ("the data file the scan report names is in neither the current folder "
@@ -137,7 +141,8 @@ def patch(
         result.notes.append(f"{where}: the before / after table compares scans on synthetic "
                             "inputs; pass --data")
     result.drift = job.drift(job.written_runner(out), label_array)
-    result.changes = _changes(plan, baseline, after, job.compensation, result.notes)
+    result.changes = _changes(plan, baseline, after, job.compensation, result.notes,
+                              {before.sites[k].name: neurons for k, (_, neurons) in flat.items()})
     result.status = "patched"
     return result
 
@@ -257,8 +262,42 @@ def _first(source: Any) -> Any:
         return
 
 
+def _flat_tops(plan: Plan, before: Any, eps: float) -> dict[int, tuple[float, list[int]]]:
+    """Rewritten ReLU6 sites that keep a flat top for some neurons (ELU's plain cap, or a
+    slope above the cap below eps): their position among the sites -> (cap, those neurons).
+
+    There the new activation is followed by min(h, cap …), which no scan sees as part of the
+    site, so the re-scan counts those elements as active; it is asked to count the elements
+    at or above the cap as well (scan's count_at_cap), and _changes takes them out."""
+    position = {s.name: k for k, s in enumerate(before.sites)}
+    out: dict[int, tuple[float, list[int]]] = {}
+    for p in plan.active:
+        rw = p.rewrite
+        if rw is None or rw.cap is None or p.name not in position:
+            continue
+        neurons = [i for i in range(p.neurons)
+                   if rw.cap_slopes is None or abs(rw.cap_slopes[i]) < eps]
+        if neurons:
+            out[position[p.name]] = (rw.cap, neurons)
+    return out
+
+
+def _dead_after(site: Any, flat: list[int] | None) -> list[int]:
+    """The site's dead neurons after the rewrite. A neuron with a flat top is dead when it
+    has no active element below the cap: the new activation's active set holds every z >=
+    cap (ELU's and the ReLU side of PReLU / LeakyReLU's), so that count is active - at_cap."""
+    dead = set(site.dead_indices())
+    if flat:
+        a = site.stats.arrays
+        for i in flat:
+            seen = int(a["finite"][i]) > 0
+            if seen and int(a["active"][i]) - int(a["at_cap"][i]) == 0:
+                dead.add(i)
+    return sorted(dead)
+
+
 def _changes(plan: Plan, before: Any, after: Any, comp: dict[str, str],
-             notes: list[str]) -> list[SiteChange]:
+             notes: list[str], flat: dict[str, list[int]] | None = None) -> list[SiteChange]:
     # A rewrite neither adds nor removes sites, so the k-th site before is the k-th after
     # (functional sites are named after their kind and so change name).
     if len(before.sites) == len(after.sites):
@@ -271,15 +310,17 @@ def _changes(plan: Plan, before: Any, after: Any, comp: dict[str, str],
         b, a = match.get(p.name, (None, None))
         assert p.rewrite is not None
         dead_before = b.dead_indices() if b is not None else p.dead
-        if a is not None:
-            newly = sorted(set(a.dead_indices()) - set(dead_before))
+        dead_after = _dead_after(a, (flat or {}).get(p.name)) if a is not None else None
+        if dead_after is not None:
+            newly = sorted(set(dead_after) - set(dead_before))
             if newly:
                 notes.append(f"{p.name}: {len(newly)} neuron(s) alive before are dead after "
                              f"({_some(newly)}): their input moved because sites upstream "
                              "changed; --compensate restores the means")
         out.append(SiteChange(
             p.name, a.name if a else None, p.kind, a.info.kind if a else None,
-            p.rewrite.short(), p.neurons, len(dead_before), a.dead_count if a else None,
+            p.rewrite.short(), p.neurons, len(dead_before),
+            len(dead_after) if dead_after is not None else None,
             int(a.figures.negative_only.sum()) if a else None, len(p.changed_channels),
             comp.get(p.name)))
     return out
