@@ -15,3 +15,11 @@ class DeadReluError(Exception):
     def __init__(self, message: str, *, path: object | None = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of an exception's message (its type's name when it has
+    none), at most ``limit`` characters: what a one-line error quotes of a library's error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

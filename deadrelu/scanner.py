@@ -100,6 +100,8 @@ def scan(
     (torch models). ``num_workers``: batches a background thread prepares ahead (0: none).
     ``compile``: run a PyTorch model through ``torch.compile`` with the statistics computed
     inside the compiled graph (see :mod:`deadrelu.backends.torch_compile`).
+    ``count_at_cap`` (``{k: c}``): the k-th site also counts its elements >= c, for patch's
+    re-scan of a rewritten ReLU6 (see ``SiteRegistry.count_at_cap``).
     """
     import torch
 
@@ -182,8 +184,7 @@ def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settin
     from deadrelu.backends.sites import SiteRegistry
     from deadrelu.loader import prefetch
 
-    registry = SiteRegistry(settings, channel_axis, dev)
-    registry.count_at_cap = dict(count_at_cap or {})
+    registry = SiteRegistry(settings, channel_axis, dev, count_at_cap)
     seen = 0
 
     def count(n: int) -> None:

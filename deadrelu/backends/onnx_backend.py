@@ -19,7 +19,6 @@ import numpy as np
 
 from deadrelu.backends import onnx_pooled
 from deadrelu.backends.onnx_graph import (
-    first_line,
     graph_inputs,
     load_onnx,
     load_onnx_light,
@@ -36,7 +35,7 @@ from deadrelu.backends.onnx_instrument import (
 from deadrelu.backends.onnx_sites import OnnxSite, find_sites
 from deadrelu.backends.sites import SiteInfo, SiteRegistry, SiteResult
 from deadrelu.data import InputSpec
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 from deadrelu.stats import NeuronStats
 
 OnBatch = Callable[[int], None]

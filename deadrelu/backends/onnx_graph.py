@@ -16,15 +16,9 @@ from typing import Any
 import numpy as np
 
 from deadrelu.data import InputSpec
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0].strip() if text else type(exc).__name__
-    return line[:300]
 
 
 def load_onnx(path: Path) -> Any:

@@ -120,7 +120,8 @@ def call_params(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
 class SiteRegistry:
     """Sites in first-seen order, their accumulators, and the per-forward call counters."""
 
-    def __init__(self, settings: Settings, channel_axis: int | None, device: torch.device):
+    def __init__(self, settings: Settings, channel_axis: int | None, device: torch.device,
+                 count_at_cap: Mapping[int, float] | None = None):
         self.settings = settings
         self.channel_axis = channel_axis
         self.device = device
@@ -131,7 +132,7 @@ class SiteRegistry:
         # k -> c: the k-th site (in first-seen order) also counts its elements >= c. patch
         # asks for it when a rewrite keeps ReLU6's flat top after a new activation, which
         # the re-scan would otherwise not see (the top is a separate min).
-        self.count_at_cap: dict[int, float] = {}
+        self.count_at_cap: dict[int, float] = dict(count_at_cap or {})
 
     def begin_forward(self) -> None:
         self._counts.clear()

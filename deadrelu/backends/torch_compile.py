@@ -31,7 +31,7 @@ import torch.utils._pytree as pytree
 from deadrelu.activations import Interval
 from deadrelu.backends.sites import SiteInfo, SiteRegistry
 from deadrelu.backends.torch_export import _channels_first, planned_sites, site_params
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 from deadrelu.measure import SiteRule, TorchSiteAccumulator, active_mask, channel_axis_for
 from deadrelu.measure import prelu_always_active as _prelu_always_active
 
@@ -190,19 +190,13 @@ class _Compiled:
         return True
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def _export(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> Any:
     dims = tuple({0: torch.export.Dim.AUTO} if a.ndim >= 1 else None for a in args)
     try:
         return torch.export.export(module, tuple(args), dynamic_shapes=dims, strict=False)
     except Exception as exc:  # export fails in many ways; each is "cannot be captured"
         raise DeadReluError(f"--compile: torch.export cannot capture the model "
-                            f"({_first_line(exc)}); scan without --compile") from None
+                            f"({first_line(exc)}); scan without --compile") from None
 
 
 def _build(gm: torch.fx.GraphModule, registry: SiteRegistry) -> _Compiled:
@@ -279,7 +273,7 @@ class CompiledScan:
         try:
             shapes = entry.step(accs, *args)
         except torch._dynamo.exc.TorchDynamoException as exc:
-            raise DeadReluError(f"--compile: torch.compile failed ({_first_line(exc)}); scan "
+            raise DeadReluError(f"--compile: torch.compile failed ({first_line(exc)}); scan "
                                 "without --compile") from None
         for site, shape in zip(entry.sites, shapes, strict=True):
             acc = self.registry.accs[site.name]

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -39,7 +39,7 @@ def load_torch_save(path: Path, *, arch: str | None, arch_kwargs: str | None,
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, zip errors …
         if not _is_weights_only_refusal(exc):
-            raise DeadReluError(f"cannot read the checkpoint: {_first_line(exc)}",
+            raise DeadReluError(f"cannot read the checkpoint: {first_line(exc)}",
                                 path=path) from None
         opcode = re.search(r"Unsupported operand (\d+)", str(exc))
         if opcode and not trust_pickle:
@@ -71,12 +71,7 @@ def _is_weights_only_refusal(exc: Exception) -> bool:
 def _failure(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"it called sys.exit({exc.code!r})"
-    return f"{type(exc).__name__}: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def pickled_globals(path: Path) -> list[str]:
@@ -124,7 +119,7 @@ def _load_pickled_module(path: Path, trust_pickle: bool) -> Any:
             path=path,
         ) from None
     except Exception as exc:
-        raise DeadReluError(f"cannot unpickle: {_first_line(exc)}", path=path) from None
+        raise DeadReluError(f"cannot unpickle: {first_line(exc)}", path=path) from None
     if isinstance(obj, torch.nn.Module | Mapping):
         return obj
     raise DeadReluError(f"unpickles to a {type(obj).__name__}, not an nn.Module or a state "
@@ -256,5 +251,5 @@ def load_export(path: Path) -> Any:
     try:
         return torch.export.load(str(path))
     except Exception as exc:
-        raise DeadReluError(f"cannot load the torch.export archive: {_first_line(exc)}",
+        raise DeadReluError(f"cannot load the torch.export archive: {first_line(exc)}",
                             path=path) from None

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from deadrelu.backends.onnx_graph import first_line
 from deadrelu.backends.sites import SiteRegistry, SiteResult
 from deadrelu.data import InputSpec
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 
 
 def load_script_module(path: Path) -> Any:

@@ -147,10 +147,10 @@ def check_command(
                 warn(f"--scan {scan_report} is checked; MODEL {model} is not scanned")
             result = load_report(scan_report)
             # A saved scan keeps the settings it was made with; say when the flags differ.
-            asked = {"eps": eps, "tau": tau, "min-active": min_active}
+            asked = {"eps": eps, "tau": tau, "min_active": min_active}
             kept = result.settings.to_dict()
-            differ = [f"--{k} {v:g} (the scan used {kept[k.replace('-', '_')]:g})"
-                      for k, v in asked.items() if v != kept[k.replace("-", "_")]]
+            differ = [f"--{k.replace('_', '-')} {v:g} (the scan used {kept[k]:g})"
+                      for k, v in asked.items() if v != kept[k]]
             if differ:
                 warn(f"{', '.join(differ)}: a saved scan is checked with its own settings; "
                      "re-scan to apply others")

@@ -13,11 +13,10 @@ from deadrelu.data.common import (
     Opts,
     arrays_source,
     choose,
-    first_line,
     single_input,
 )
 from deadrelu.data.source import DataSource
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 
 # Last parts of state-dict keys ("fc.weight", "bn.running_mean"): a model, not data.
 _PARAM_NAMES = frozenset({"weight", "bias", "running_mean", "running_var",

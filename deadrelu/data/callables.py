@@ -19,13 +19,12 @@ from deadrelu.data.common import (
     check_dtype,
     check_shape,
     choose,
-    first_line,
     float_target,
     same_length,
     single_input,
 )
 from deadrelu.data.source import Batch, DataSource
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 
 _MODULE_TARGET = re.compile(r"^([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
 _FILE_TARGET = re.compile(r"^(.+\.py):([A-Za-z_]\w*)$")
@@ -109,7 +108,7 @@ def from_memory(value: Any, opts: Opts) -> DataSource:
     """Data handed to the library directly: an array or tensor (one input), a mapping of input
     name to array, or an iterable of such batches (a list, a DataLoader)."""
     label = "in-memory data"
-    if not (_is_arrayish(value) or isinstance(value, Mapping) or isinstance(value, Iterable)):
+    if not (_is_arrayish(value) or isinstance(value, Iterable)):  # a Mapping is Iterable
         raise DeadReluError(f"data must be a path, module:function, an array, a mapping of "
                             f"input name to array, or an iterable of batches, not "
                             f"{type(value).__name__}")

@@ -199,6 +199,3 @@ def arrays_source(path: Path, opts: Opts, shapes: Mapping[str, tuple[int, ...]],
                       Slicer(arrays, total, opts.batch_size, fixes), label, total)
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

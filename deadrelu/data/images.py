@@ -11,13 +11,12 @@ from deadrelu.data.common import (
     Fix,
     Opts,
     counted,
-    first_line,
     float_target,
     reshape_to,
     single_input,
 )
 from deadrelu.data.source import Batch, DataSource
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
