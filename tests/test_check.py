@@ -259,3 +259,22 @@ def test_settings_flags_on_a_saved_scan_are_not_applied_and_it_says_so(tmp_path)
     assert res.exit_code == 0
     assert "--eps 0.01 (the scan used 0.001)" in res.stderr
     assert "warning" not in cli("check", "--scan", saved, "--max-dead", 1000).stderr
+
+
+def test_check_takes_the_scan_pipeline_flags(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    dead, neurons = _totals()
+    args = ["check", *model_args(NAME), "--data", data_path(NAME), "--max-dead-rate",
+            dead / neurons, "--format", "json"]
+    plain = cli(*args)
+    assert plain.exit_code == 0, plain.stderr
+    # A background loader changes nothing in the verdict, as a flag or from the config.
+    assert json.loads(cli(*args, "--num-workers", 2).stdout) == json.loads(plain.stdout)
+    (tmp_path / "deadrelu.toml").write_text("num-workers = 2\ndistributed = false\n")
+    monkeypatch.chdir(tmp_path)
+    from_config = cli(*args)
+    assert from_config.exit_code == 0, from_config.stderr
+    assert json.loads(from_config.stdout) == json.loads(plain.stdout)
+    bad = cli(*args, "--dtype", "float8")
+    assert bad.exit_code == 2 and bad.stdout == ""
+    assert bad.stderr.strip() == "deadrelu: error: --dtype 'float8': choose float16 or bfloat16"

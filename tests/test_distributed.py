@@ -68,3 +68,30 @@ def test_distributed_flag_outside_torchrun_is_a_one_line_error() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "torchrun" in lines[0], result.stderr
     assert result.stdout == ""
+
+
+CHECK = ["-m", "deadrelu", "check", *SCAN[3:8], "--batch-size", "48", "--format", "json",
+         "--max-dead-rate", "0.1", "--ignore", "no_such_site*"]
+
+
+def test_check_under_torchrun_shards_and_reports_once() -> None:
+    single = _run(CHECK, None)
+    double = _run(CHECK, 2)
+    # The limit fails: exit 1 from one process; torchrun exits non-zero when its ranks do.
+    assert single.returncode == 1, single.stderr
+    assert double.returncode != 0
+    # Rank 0 alone prints the verdict (one JSON document, equal to the single process's)
+    # and the warning about the glob.
+    verdict = json.loads(double.stdout)
+    assert verdict == json.loads(single.stdout)
+    assert verdict["passed"] is False
+    assert double.stderr.count("matches no site") == 1, double.stderr
+
+
+def test_commands_that_do_not_shard_refuse_torchrun(tmp_path: Any) -> None:
+    out = tmp_path / "patched.pt"
+    result = _run(["-m", "deadrelu", "patch", *SCAN[3:8], "-o", str(out)], 2)
+    assert result.returncode != 0
+    line = "deadrelu: error: deadrelu patch does not run under torchrun"
+    assert result.stderr.count(line) == 1, result.stderr  # rank 0 says it, once
+    assert not out.exists() and result.stdout == ""

@@ -31,12 +31,28 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Commands that shard their data over torchrun processes; the others would run whole on
+# every rank and write their output once per rank.
+_SHARDED = frozenset({"scan", "check"})
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
     """deadrelu: per-site dead-neuron statistics for trained networks."""
+    from deadrelu.distributed import is_primary, launched
+
+    command = ctx.invoked_subcommand
+    if launched() and command not in _SHARDED:
+        # Every rank refuses; rank 0 alone says why, so the line is not printed N times.
+        if is_primary():
+            typer.echo(f"deadrelu: error: deadrelu {command} does not run under torchrun: only "
+                       "scan and check shard their data over processes; run it once, "
+                       "without torchrun", err=True)
+        raise typer.Exit(2)
 
 
 app.command("scan")(scan_command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,10 +13,13 @@ from deadrelu.cli.common import (
     ArchOpt,
     BatchSizeOpt,
     ChannelAxisOpt,
+    CompileOpt,
     ConfigOpt,
     DataOpt,
     DeviceOpt,
+    DistributedOpt,
     DropColumnsOpt,
+    DtypeOpt,
     EpsOpt,
     FastPathOpt,
     FormatOpt,
@@ -24,6 +27,7 @@ from deadrelu.cli.common import (
     InputShapeOpt,
     MeanOpt,
     MinActiveOpt,
+    NumWorkersOpt,
     OutputFormat,
     OutputOpt,
     SamplesOpt,
@@ -38,6 +42,9 @@ from deadrelu.cli.common import (
 from deadrelu.cli.guard import command_inputs, guard_outputs
 from deadrelu.cli.scan import run_scan
 from deadrelu.errors import DeadReluError
+
+if TYPE_CHECKING:
+    from deadrelu.gate import GateResult
 
 LIMITS = "Limits (a limit given is checked)"
 BASELINE = "Baseline"
@@ -103,6 +110,10 @@ def check_command(
     std: StdOpt = None,
     drop_columns: DropColumnsOpt = None,
     fast_path: FastPathOpt = True,
+    distributed: DistributedOpt = None,
+    dtype: DtypeOpt = None,
+    num_workers: NumWorkersOpt = 0,
+    compile_model: CompileOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Scan MODEL and fail (exit 1) when a limit is exceeded: a CI gate on trained models.
@@ -115,9 +126,8 @@ def check_command(
     --max-site-dead-rate 0.5 --baseline main-scan.json --max-new-dead 0 --junit report.xml
     """
     from deadrelu.config import Config
+    from deadrelu.distributed import is_primary
     from deadrelu.gate import Limits, SiteLimits, evaluate
-    from deadrelu.report import gate_render, github
-    from deadrelu.report import junit as junit_xml
     from deadrelu.report.load import load_report
 
     started = time.monotonic()
@@ -158,17 +168,30 @@ def check_command(
             assert model is not None
             result = run_scan(model, data, arch, arch_kwargs, trust_pickle, input_shape,
                               batch_size, samples, device, eps, tau, min_active, channel_axis,
-                              image_size, mean, std, drop_columns, fast_path)
+                              image_size, mean, std, drop_columns, fast_path, distributed,
+                              dtype, num_workers, compile_model)
         gate = evaluate(result, limits, before, str(baseline))
-        for glob in gate.unmatched_globs:
-            warn(f"the site glob {glob!r} matches no site of this model")
-        write_formatted(output_format, output,
-                        json=lambda: gate_render.render_check_json(gate),
-                        markdown=lambda: gate_render.render_check_markdown(gate),
-                        table=lambda c: gate_render.render_check_table(gate, c))
-        if junit is not None:
-            write_output(junit_xml.render_junit(gate, time.monotonic() - started), junit)
-        if github.in_github_actions():
-            github.emit(gate)
+        # Under torchrun every rank has the combined scan, so the same verdict and exit code;
+        # rank 0 alone prints and writes it.
+        if is_primary():
+            report_gate(gate, output_format, output, junit, time.monotonic() - started)
     if not gate.passed:
         raise typer.Exit(1)
+
+
+def report_gate(gate: GateResult, output_format: OutputFormat, output: Path | None,
+                junit: Path | None, seconds: float) -> None:
+    """The verdict: its rendering, the JUnit file and GitHub Actions annotations."""
+    from deadrelu.report import gate_render, github
+    from deadrelu.report import junit as junit_xml
+
+    for glob in gate.unmatched_globs:
+        warn(f"the site glob {glob!r} matches no site of this model")
+    write_formatted(output_format, output,
+                    json=lambda: gate_render.render_check_json(gate),
+                    markdown=lambda: gate_render.render_check_markdown(gate),
+                    table=lambda c: gate_render.render_check_table(gate, c))
+    if junit is not None:
+        write_output(junit_xml.render_junit(gate, seconds), junit)
+    if github.in_github_actions():
+        github.emit(gate)

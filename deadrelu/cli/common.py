@@ -64,6 +64,19 @@ DropColumnsOpt = Annotated[str | None, typer.Option(help="CSV: columns to drop (
                                                     "0-based indices, comma separated).")]
 FastPathOpt = Annotated[bool, typer.Option(help="Keep PyTorch's fused transformer fast path "
                                            "(its inner activation is then not scanned).")]
+DistributedOpt = Annotated[bool | None, typer.Option(
+    "--distributed/--no-distributed",
+    help="Shard the data over the torchrun processes and combine their statistics (default: "
+    "on when launched by torchrun with 2+ processes). Rank 0 writes.")]
+DtypeOpt = Annotated[str | None, typer.Option(
+    help="Run a PyTorch model in float16 or bfloat16 (GPU scans). Lower precision can change "
+    "which elements are exactly zero: the report says so.")]
+NumWorkersOpt = Annotated[int, typer.Option(
+    "--num-workers", min=0, help="Batches a background thread prepares ahead while the model "
+    "runs (0: none).")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="Run a PyTorch model through torch.compile, the statistics computed "
+    "inside the compiled graph (fused with each activation).")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report "
                                                 "to FILE instead of stdout.")]
@@ -108,6 +121,11 @@ def user_errors() -> Iterator[None]:
 
 
 def warn(message: str) -> None:
+    """A warning on stderr; under torchrun from rank 0 only (every rank has the same ones)."""
+    from deadrelu.distributed import is_primary
+
+    if not is_primary():
+        return
     typer.secho(f"warning: {message}", err=True, fg="yellow")
 
 

@@ -11,11 +11,14 @@ from deadrelu.cli.common import (
     ArchOpt,
     BatchSizeOpt,
     ChannelAxisOpt,
+    CompileOpt,
     ConfigOpt,
     DataOpt,
     DelayedProgress,
     DeviceOpt,
+    DistributedOpt,
     DropColumnsOpt,
+    DtypeOpt,
     EpsOpt,
     FastPathOpt,
     FormatOpt,
@@ -24,6 +27,7 @@ from deadrelu.cli.common import (
     MeanOpt,
     MinActiveOpt,
     ModelArg,
+    NumWorkersOpt,
     OutputFormat,
     OutputOpt,
     SamplesOpt,
@@ -68,7 +72,7 @@ def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str |
             compile=compile_model, on_start=progress.on_start, on_batch=progress.on_batch)
     finally:
         progress.close()
-    for note in result.notes if primary else ():
+    for note in result.notes:
         warn(note)
     return result
 
@@ -97,19 +101,10 @@ def scan_command(
     std: StdOpt = None,
     drop_columns: DropColumnsOpt = None,
     fast_path: FastPathOpt = True,
-    distributed: bool | None = typer.Option(
-        None, "--distributed/--no-distributed",
-        help="Shard the data over the torchrun processes and combine their statistics "
-        "(default: on when launched by torchrun with 2+ processes). Rank 0 writes."),
-    dtype: str | None = typer.Option(
-        None, help="Run a PyTorch model in float16 or bfloat16 (GPU scans). Lower precision "
-        "can change which elements are exactly zero: the report says so."),
-    num_workers: int = typer.Option(
-        0, "--num-workers", min=0, help="Batches a background thread prepares ahead while "
-        "the model runs (0: none)."),
-    compile_model: bool = typer.Option(
-        False, "--compile", help="Run a PyTorch model through torch.compile, the statistics "
-        "computed inside the compiled graph (fused with each activation)."),
+    distributed: DistributedOpt = None,
+    dtype: DtypeOpt = None,
+    num_workers: NumWorkersOpt = 0,
+    compile_model: CompileOpt = False,
     html: HtmlOpt = None,
     plot: PlotOpt = False,
     config: ConfigOpt = None,
