@@ -23,3 +23,12 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def user_code_failure(exc: BaseException) -> str:
+    """How user code (an --arch factory, a --data function) failed: "raised ValueError: …",
+    or "called sys.exit(3)" (a SystemExit left alone would end deadrelu with the user's exit
+    code and no report)."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {type(exc).__name__}: {first_line(exc)}"

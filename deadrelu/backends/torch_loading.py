@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from deadrelu.errors import DeadReluError, first_line
+from deadrelu.errors import DeadReluError, first_line, user_code_failure
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -66,12 +66,6 @@ def load_torch_save(path: Path, *, arch: str | None, arch_kwargs: str | None,
 
 def _is_weights_only_refusal(exc: Exception) -> bool:
     return "Weights only load failed" in str(exc) or "weights_only" in str(exc)
-
-
-def _failure(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r})"
-    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def pickled_globals(path: Path) -> list[str]:
@@ -190,7 +184,8 @@ def import_object(spec: str, what: str) -> Any:
     except DeadReluError:
         raise
     except (Exception, SystemExit) as exc:  # SystemExit: user code must not end deadrelu
-        raise DeadReluError(f"{what} {spec!r} does not import: {_failure(exc)}") from None
+        raise DeadReluError(f"{what} {spec!r} does not import: it "
+                            f"{user_code_failure(exc)}") from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -210,8 +205,8 @@ def build_arch(arch: str, arch_kwargs: str | None = None) -> torch.nn.Module:
     try:
         model = factory(**kwargs)
     except (Exception, SystemExit) as exc:
-        raise DeadReluError(f"--arch {arch!r} failed to build the model: {_failure(exc)}"
-                            ) from None
+        raise DeadReluError(f"--arch {arch!r} failed to build the model: it "
+                            f"{user_code_failure(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise DeadReluError(f"--arch {arch!r} returned a {type(model).__name__}, not an nn.Module")
     return model

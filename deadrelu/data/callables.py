@@ -24,7 +24,7 @@ from deadrelu.data.common import (
     single_input,
 )
 from deadrelu.data.source import Batch, DataSource
-from deadrelu.errors import DeadReluError, first_line
+from deadrelu.errors import DeadReluError, first_line, user_code_failure
 
 _MODULE_TARGET = re.compile(r"^([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
 _FILE_TARGET = re.compile(r"^(.+\.py):([A-Za-z_]\w*)$")
@@ -66,7 +66,7 @@ def _import_target(spec: str, target: tuple[str, str, bool]) -> Callable[[], Any
     except DeadReluError:
         raise
     except (Exception, SystemExit) as exc:  # the user's module: any failure is theirs
-        raise DeadReluError(f"importing {where!r} {_what_happened(exc)}", path=spec) from None
+        raise DeadReluError(f"importing {where!r} {user_code_failure(exc)}", path=spec) from None
     fn = getattr(module, name, None)
     if fn is None:
         found = sorted(k for k, v in vars(module).items()
@@ -80,14 +80,6 @@ def _import_target(spec: str, target: tuple[str, str, bool]) -> Callable[[], Any
     return fn
 
 
-def _what_happened(exc: BaseException) -> str:
-    """How user code failed: "raised ValueError: …", or "called sys.exit(3)" (a SystemExit
-    left alone would end deadrelu with the user's exit code and no report)."""
-    if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r})"
-    return f"raised {type(exc).__name__}: {first_line(exc)}"
-
-
 def from_callable(spec: str, target: tuple[str, str, bool], opts: Opts) -> DataSource:
     fn = _import_target(spec, target)
 
@@ -97,7 +89,7 @@ def from_callable(spec: str, target: tuple[str, str, bool], opts: Opts) -> DataS
         except DeadReluError:
             raise
         except (Exception, SystemExit) as exc:
-            raise DeadReluError(f"calling {target[1]}() {_what_happened(exc)}",
+            raise DeadReluError(f"calling {target[1]}() {user_code_failure(exc)}",
                                 path=spec) from None
         yield from batches_of(result, opts, spec, f"{target[1]}()")
 
@@ -140,7 +132,7 @@ def batches_of(result: Any, opts: Opts, spec: str, what: str) -> Iterator[Batch]
         except DeadReluError:
             raise
         except (Exception, SystemExit) as exc:
-            raise DeadReluError(f"{what} {_what_happened(exc)} while producing batch {k}",
+            raise DeadReluError(f"{what} {user_code_failure(exc)} while producing batch {k}",
                                 path=spec) from None
         yield _convert_batch(batch, opts, spec, f"batch {k}")
         k += 1
