@@ -145,8 +145,14 @@ def test_output_never_replaces_an_input(tmp_path: Path, command: str) -> None:
 def test_merge_refuses_one_report_given_twice(tmp_path: Path) -> None:
     one = tmp_path / "s.json"
     _scan_json(model_args("planted_relu"), data_path("planted_relu"), one)
-    res = cli("merge", one, tmp_path / ".." / tmp_path.name / "s.json", "-o",
-              tmp_path / "all.json")
+    other = tmp_path / ".." / tmp_path.name / "s.json"
+    res = cli("merge", one, other, "-o", tmp_path / "all.json")
     assert res.exit_code == 2
-    assert res.stderr.count("\n") == 1 and "is given twice" in res.stderr
+    assert res.stderr.count("\n") == 1
+    assert f"is given twice (as {one} and {other})" in res.stderr
+    # The same spelling twice is not quoted twice.
+    res = cli("merge", one, one, "-o", tmp_path / "all.json")
+    assert res.exit_code == 2
+    assert res.stderr == f"deadrelu: error: {one}: is given twice: merging a scan with itself " \
+        "would count its samples twice\n"
     assert not (tmp_path / "all.json").exists()

@@ -34,7 +34,9 @@ def merge_command(
         for p in reports:
             first = seen.setdefault(os.path.realpath(p), p)
             if first is not p:
-                raise DeadReluError(f"is given twice (as {first} and {p}): merging a scan "
-                                    "with itself would count its samples twice", path=p)
+                # Name both spellings only when they differ (a.json and ./a.json).
+                spellings = f" (as {first} and {p})" if str(first) != str(p) else ""
+                raise DeadReluError(f"is given twice{spellings}: merging a scan with itself "
+                                    "would count its samples twice", path=p)
         merged = merge_results([load_report(p) for p in reports], [str(p) for p in reports])
         write_scan(merged, output_format, output)
