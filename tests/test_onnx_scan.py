@@ -8,12 +8,14 @@ from __future__ import annotations
 import itertools
 import math
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from deadrelu import scan
 from deadrelu.errors import DeadReluError
@@ -399,3 +401,26 @@ def test_onnxruntime_takes_each_sites_statistics_before_running_on(tmp_path: Pat
     # ...and not after the whole model: only the last site's may follow its final node.
     last_model_node = max(i for i, n in enumerate(order) if not n.startswith("deadrelu/"))
     assert spans[-2][1] < last_model_node
+
+
+def _images(name: str) -> bool:
+    from tests.conftest import fixture_data
+
+    return fixture_data(name).ndim == 4  # (N, C, H, W): the model has a Conv2d
+
+
+@pytest.mark.parametrize("name", [n for n in WITH_SITES if _images(n)])
+def test_traced_torchscript_equals_the_eager_model(name: str, tmp_path: Any) -> None:
+    """torch.jit.trace, the common way to make TorchScript, keeps no Conv2d attributes; the
+    bundled .ts files are scripted. A traced model scans like its eager model."""
+    from tests.conftest import build_eager, fixture_data
+
+    path = tmp_path / "traced.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values
+        torch.jit.save(torch.jit.trace(build_eager(name), fixture_data(name)[:2]), str(path))
+    traced = scan(str(path), str(GENERATED / FIXTURES[name]["data"]))
+    eager = scan_fixture(name, "state_dict")
+    assert [s.name for s in traced.sites] == [s.name for s in eager.sites]
+    for a, b in zip(traced.sites, eager.sites, strict=True):
+        assert a.stats == b.stats, a.name

@@ -55,7 +55,13 @@ class TorchScriptBackend:
     def image_channels(self) -> int | None:
         for _, mod in self.module.named_modules():
             if str(getattr(mod, "original_name", "")) == "Conv2d":
-                return int(mod.in_channels)
+                # A scripted Conv2d keeps in_channels; a traced one keeps only its weight,
+                # (out, in / groups, kH, kW): the first convolution is rarely grouped.
+                channels = getattr(mod, "in_channels", None)
+                if channels is None:
+                    weight = getattr(mod, "weight", None)
+                    return int(weight.shape[1]) if weight is not None else None
+                return int(channels)
         return None
 
     def run(self, batches: Iterable[Mapping[str, np.ndarray]], registry: SiteRegistry, *,

@@ -10,6 +10,7 @@ the plan, and fall back to ``root/<kind>`` where it does not.
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class PlannedCall:
     module: str
 
 
+_FORWARD = re.compile(r"forward\d*")
+
+
 def plan_calls(module: Any) -> list[PlannedCall]:
     """Activation calls of a ScriptModule in program order, with eager-style names."""
     out: list[PlannedCall] = []
@@ -96,10 +100,13 @@ def _walk(module: Any, path: str, graph: Any, out: list[PlannedCall], depth: int
                         name = node.s("name")
                         owners[node.output().debugName()] = (
                             sub, f"{owner[1]}.{name}" if owner[1] else name)
-            elif kind == "prim::CallMethod" and node.s("name") == "forward":
+            elif kind == "prim::CallMethod" and _FORWARD.fullmatch(node.s("name")):
+                # torch.jit.trace gives a module called k times the methods forward,
+                # forward1, …, forward<k-1>, one per call.
                 target = owners.get(node.inputsAt(0).debugName())
-                if target is not None:
-                    _walk(target[0], target[1], target[0].forward.graph, out, depth + 1)
+                method = getattr(target[0], node.s("name"), None) if target else None
+                if target is not None and method is not None:
+                    _walk(target[0], target[1], method.graph, out, depth + 1)
             elif kind == "prim::CallFunction":
                 fn = node.inputsAt(0).node()
                 if fn.kind() == "prim::Constant" and fn.hasAttribute("name"):
