@@ -74,3 +74,53 @@ def test_dtype_is_refused_for_onnx_and_unknown_types() -> None:
         deadrelu.scan(model, source, dtype="int8")
     with pytest.raises(DeadReluError, match="--dtype applies to PyTorch models"):
         deadrelu.scan(str(GENERATED / "digits_cnn.onnx"), source, dtype="float16")
+
+
+def _corrupt(acc: dict, how: str) -> None:
+    import base64
+    import zlib
+
+    raw = zlib.decompress(base64.b64decode(acc["data"]))
+    if how == "dtype":  # the same bytes read as floats would be other numbers
+        acc["dtype"] = "<f8"
+    elif how == "truncated":
+        acc["data"] = base64.b64encode(zlib.compress(raw)[:-40]).decode()
+    elif how == "longer":
+        acc["data"] = base64.b64encode(zlib.compress(raw + raw[:8])).decode()
+    elif how == "bomb":  # a stream far longer than length says: stops at length + 1 byte
+        acc["data"] = base64.b64encode(zlib.compress(bytes(2**26))).decode()
+    elif how == "base64":
+        acc["data"] = "*" + acc["data"][1:]
+    elif how == "zlib":
+        acc["data"] = base64.b64encode(b"not zlib" + raw[:64]).decode()
+
+
+@pytest.mark.parametrize("how, words", [
+    ("dtype", "accumulator 'active': packed dtype '<f8' is not this field's '<i8'"),
+    ("truncated", "accumulator 'active': packed data does not hold 69632 values"),
+    ("longer", "packed data does not hold"),
+    ("bomb", "packed data does not hold"),
+    ("base64", "packed data is not base64"),
+    ("zlib", "packed data is not a zlib stream"),
+])
+def test_a_corrupt_packed_accumulator_is_one_line(tmp_path, how: str, words: str) -> None:
+    from deadrelu.errors import DeadReluError
+    from deadrelu.report.load import load_report
+
+    doc = json.loads(_wide_scan_json())
+    _corrupt(doc["sites"][0]["accumulators"]["active"], how)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DeadReluError) as info:
+        load_report(path)
+    assert words in str(info.value)
+    assert str(info.value).startswith(f"{path}: not a valid deadrelu report")
+
+
+_CACHE: dict[str, str] = {}
+
+
+def _wide_scan_json() -> str:
+    if "doc" not in _CACHE:
+        _CACHE["doc"] = _wide_scan().to_json(indent=None)
+    return _CACHE["doc"]

@@ -13,6 +13,7 @@ instead of 10-25, exact (infinities included), and read back by :func:`stats_fro
 from __future__ import annotations
 
 import base64
+import binascii
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -33,13 +34,29 @@ def pack(array: np.ndarray) -> dict[str, Any]:
 
 
 def unpack(obj: Mapping[str, Any], dtype: str) -> np.ndarray:
+    """The array of a packed accumulator, which must hold ``length`` values of the field's
+    own ``dtype``: bytes of another dtype would be read as different numbers."""
     if obj.get("packed") != ENCODING:
         raise ValueError(f"unknown packing {obj.get('packed')!r}")
-    raw = zlib.decompress(base64.b64decode(obj["data"]))
-    array = np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).astype(dtype)
-    if array.size != int(obj["length"]):
-        raise ValueError(f"packed array has {array.size} values, not {obj['length']}")
-    return array
+    stored = np.dtype(obj["dtype"])
+    if stored.newbyteorder("=") != np.dtype(dtype):
+        raise ValueError(f"packed dtype {obj['dtype']!r} is not this field's "
+                         f"{np.dtype(dtype).newbyteorder('<').str!r}")
+    expected = int(obj["length"]) * stored.itemsize
+    try:
+        packed = base64.b64decode(obj["data"], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"packed data is not base64 ({exc})") from None
+    inflate = zlib.decompressobj()
+    try:
+        # At most one byte more than the array needs: a bomb stops there.
+        raw = inflate.decompress(packed, expected + 1)
+    except zlib.error as exc:
+        raise ValueError(f"packed data is not a zlib stream ({exc})") from None
+    if len(raw) != expected or not inflate.eof:
+        raise ValueError(f"packed data does not hold {obj['length']} values of "
+                         f"{obj['dtype']!r} (truncated or too long)")
+    return np.frombuffer(raw, dtype=stored).astype(dtype)
 
 
 def stats_to_dict(stats: NeuronStats) -> dict[str, Any]:
@@ -57,7 +74,10 @@ def stats_from_dict(d: Mapping[str, Any]) -> NeuronStats:
     for name, (_, dtype, init) in NEURON_FIELDS.items():
         value = d[name]
         if isinstance(value, Mapping):
-            arrays[name] = unpack(value, dtype)
+            try:
+                arrays[name] = unpack(value, dtype)
+            except ValueError as exc:
+                raise ValueError(f"accumulator {name!r}: {exc}") from None
         else:
             arrays[name] = np.asarray([init if x is None else x for x in value], dtype=dtype)
     return NeuronStats(arrays, int(d["samples"]), int(d["elements"]))

@@ -205,7 +205,11 @@ class ScanResult:
                 info = SiteInfo(site["name"], site["kind"], site["channel_axis"],
                                 site["neurons"], tuple(site["shape"]), site["call"],
                                 site["module"], dict(site.get("params") or {}))
-                stats = stats_from_dict(site["accumulators"])
+                try:
+                    stats = stats_from_dict(site["accumulators"])
+                except ValueError as exc:  # a packed accumulator that does not unpack
+                    raise DeadReluError(f"not a valid deadrelu report: site {info.name!r}: "
+                                        f"{exc}", path=source) from None
                 for field, values in stats.arrays.items():
                     if len(values) != info.neurons:
                         raise DeadReluError(
