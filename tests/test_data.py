@@ -322,6 +322,18 @@ def test_pt_dict_list_and_bfloat16(tmp_path: Path) -> None:
     assert got.shape == (5, 2) and got.dtype == np.float32
 
 
+def test_pt_list_of_alike_tensors_is_refused_not_cut_to_its_first(tmp_path: Path) -> None:
+    """A list of batches would be read as (inputs, labels…): only its first batch scanned."""
+    p = tmp_path / "d.pt"
+    torch.save([torch.ones(4, 2), torch.ones(3, 2)], p)
+    msg = error(open_data, str(p), X)
+    assert msg.startswith(f"{p}: holds a list of 2 tensors shaped alike (2,)")
+    assert "torch.cat" in msg
+    # Inputs and labels of another shape stay (inputs, labels).
+    torch.save([torch.ones(4, 2), torch.zeros(4)], p)
+    assert cat(open_data(str(p), X)).shape == (4, 2)
+
+
 def test_pt_state_dict(tmp_path: Path) -> None:
     p = tmp_path / "model.pt"
     torch.save(torch.nn.Sequential(torch.nn.Linear(2, 3)).state_dict(), p)
@@ -453,6 +465,21 @@ def test_images_grayscale_from_channels_or_shape(tmp_path: Path) -> None:
     assert cat(open_data(str(tmp_path), X, channels=1)).shape == (1, 1, 3, 4)
     assert cat(open_data(str(tmp_path), [InputSpec("x", (None, 1, None, None))])).shape == (
         1, 1, 3, 4)
+
+
+def test_images_16_bit_grayscale_keep_their_values(tmp_path: Path) -> None:
+    """Pillow's convert("L") clips 16-bit values to 255: nearly every pixel became 1.0."""
+    values = (np.arange(12, dtype=np.uint16) * 5000 + 7).reshape(3, 4)
+    Image.fromarray(values).save(tmp_path / "a.png")
+    assert Image.open(tmp_path / "a.png").mode.startswith("I")
+    expected = values.astype(np.float32) / 65535
+    gray = cat(open_data(str(tmp_path), X, channels=1))
+    np.testing.assert_allclose(gray[0, 0], expected, rtol=1e-6)
+    rgb = cat(open_data(str(tmp_path), X, channels=3))  # gray in each colour plane
+    for plane in rgb[0]:
+        np.testing.assert_allclose(plane, expected, rtol=1e-6)
+    half = cat(open_data(str(tmp_path), X, channels=1, image_size=(6, 8)))
+    assert half.shape == (1, 1, 6, 8) and 0 < half.min() and half.max() < 1
 
 
 def test_images_resize(tmp_path: Path) -> None:

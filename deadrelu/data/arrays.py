@@ -134,6 +134,7 @@ def from_torch(path: Path, opts: Opts) -> DataSource:
             raise DeadReluError(
                 f"holds a {type(obj).__name__} of {len(obj)} tensors but the model has "
                 f"{len(opts.inputs)} inputs", path=label)
+        _refuse_alike_items(obj, len(opts.inputs), label)
         named = {i.name: obj[k] for k, i in enumerate(opts.inputs)}
         what = {i.name: f"item {k} of {path.name}" for k, i in enumerate(opts.inputs)}
     else:
@@ -144,6 +145,23 @@ def from_torch(path: Path, opts: Opts) -> DataSource:
     arrays = {name: tensor_array(value, what[name], label) for name, value in named.items()}
     return arrays_source(path, opts, {n: a.shape for n, a in arrays.items()},
                           {n: a.dtype for n, a in arrays.items()}, what, arrays)
+
+
+def _refuse_alike_items(items: list[Any] | tuple[Any, ...], inputs: int, label: str) -> None:
+    """Item k feeds input k and the rest are labels: (x, y). More tensors than inputs, all
+    shaped alike, may instead be batches saved as a list, of which only the first would be
+    scanned: refuse rather than guess."""
+    import torch
+
+    if len(items) <= inputs or not all(isinstance(t, torch.Tensor) for t in items):
+        return
+    if len({(tuple(t.shape[1:]), t.dtype) for t in items}) == 1:
+        raise DeadReluError(
+            f"holds a {type(items).__name__} of {len(items)} tensors shaped alike "
+            f"{tuple(items[0].shape[1:])} for a model with {inputs} input"
+            f"{'s' if inputs != 1 else ''}: batches, or inputs and targets? Save batches "
+            "as one tensor (torch.cat) or inputs as a dict {'<input name>': tensor}",
+            path=label)
 
 
 def _torch_dict(obj: Mapping[Any, Any], path: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,6 +110,8 @@ def _open_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
 
     try:
         with Image.open(file) as opened:
+            if opened.mode in _WIDE_GRAY:
+                return _wide_gray(opened, file, mode, size)
             im = opened.convert(mode)
             if size is not None and im.size != size:
                 im = im.resize(size, Image.Resampling.BILINEAR)
@@ -116,6 +119,29 @@ def _open_image(file: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DeadReluError(f"cannot read this image ({first_line(exc)})",
                             path=file) from None
+
+
+# 16-bit grayscale (PNG, TIFF) opens as one of these. Pillow's convert("L") clips them to
+# 0..255, which turns nearly every pixel white: they are scaled by 65535 instead.
+_WIDE_GRAY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def _wide_gray(opened: Any, file: Path, mode: str, size: tuple[int, int] | None
+               ) -> np.ndarray:
+    from PIL import Image
+
+    a = np.asarray(opened, dtype=np.float32)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise DeadReluError(f"a {opened.mode} image with values outside 0..65535: deadrelu "
+                            "reads 8- and 16-bit images", path=file)
+    im = Image.fromarray(a / np.float32(65535), mode="F")
+    if size is not None and im.size != size:
+        im = im.resize(size, Image.Resampling.BILINEAR)
+    gray = np.asarray(im, dtype=np.float32)
+    if mode == "L":
+        return gray
+    planes = [gray] * 3 + ([np.ones_like(gray)] if mode == "RGBA" else [])
+    return np.stack(planes, axis=-1)
 
 
 class _Images:
