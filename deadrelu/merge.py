@@ -8,6 +8,7 @@ score). A job runner (Slurm array, Ray, Spark) can fan a scan out and merge the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from deadrelu.backends.sites import SiteInfo, SiteResult
@@ -52,6 +53,27 @@ def _compare(first: ScanResult, other: ScanResult, path: str) -> None:
             "of one model", path=path)
 
 
+# A data file or image folder as a report names it: "val.npz (500 samples)", "imgs/ (…)".
+# In-memory data and data functions are left out: one function may give each shard its own.
+_FILE_SOURCE = re.compile(r"\S.*?(\.(npz|npy|pt|pth|csv)|/) \(")
+
+
+def _refuse_overlap(results: Sequence[ScanResult], names: Sequence[str]) -> None:
+    """A data file in two reports (a merged report and one of its shards, or one shard
+    scanned twice) would have its samples counted twice."""
+    seen: dict[str, str] = {}
+    for result, name in zip(results, names, strict=True):
+        for part in result.data.source.split(" + "):
+            if not _FILE_SOURCE.match(part):
+                continue
+            if part in seen:
+                raise DeadReluError(
+                    f"scanned {part}, as {seen[part]} did: merging them would count those "
+                    "samples twice (if they are different files of one name, give them "
+                    "distinct names)", path=name)
+            seen[part] = name
+
+
 def _short(sha: str | None) -> str:
     return "sha256 " + sha[:12] if sha else "unknown sha256"
 
@@ -66,6 +88,7 @@ def merge_results(results: Sequence[ScanResult], paths: Sequence[str] | None = N
     first = results[0]
     for other, path in zip(results[1:], names[1:], strict=True):
         _compare(first, other, path)
+    _refuse_overlap(results, names)
     merged = []
     for i, site in enumerate(first.sites):
         stats = site.stats

@@ -156,3 +156,34 @@ def test_merge_refuses_one_report_given_twice(tmp_path: Path) -> None:
     assert res.stderr == f"deadrelu: error: {one}: is given twice: merging a scan with itself " \
         "would count its samples twice\n"
     assert not (tmp_path / "all.json").exists()
+
+
+def test_merge_refuses_reports_that_scanned_the_same_data_file(tmp_path: Path) -> None:
+    name = "planted_relu"
+    first, second = shards(name, tmp_path, 32)
+    _scan_json(model_args(name), first, tmp_path / "s1.json")
+    _scan_json(model_args(name), second, tmp_path / "s2.json")
+    assert cli("merge", tmp_path / "s1.json", tmp_path / "s2.json", "-o",
+               tmp_path / "all.json").exit_code == 0
+    # A merged report and one of its shards; one shard scanned twice (another report name).
+    _scan_json(model_args(name), first, tmp_path / "again.json")
+    for pair in [("all.json", "s1.json"), ("s1.json", "again.json")]:
+        res = cli("merge", *(tmp_path / p for p in pair), "-o", tmp_path / "m.json")
+        assert res.exit_code == 2 and res.stdout == ""
+        assert res.stderr.startswith(f"deadrelu: error: {tmp_path / pair[1]}: scanned "
+                                     f"{first.name} (")
+        assert f"as {tmp_path / pair[0]} did" in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_merge_of_in_memory_scans_is_not_refused() -> None:
+    """Data handed to the library has no file name to compare: shards may share a label."""
+    import deadrelu
+    from tests.conftest import build_eager, fixture_data
+
+    model, x = build_eager("planted_relu"), fixture_data("planted_relu").numpy()
+    parts = [deadrelu.scan(model, x[:32]), deadrelu.scan(model, x[32:])]
+    whole = deadrelu.scan(model, x)
+    merged = merge_results(parts)
+    assert merged.data.samples == whole.data.samples
+    assert [s.dead_indices() for s in merged.sites] == [s.dead_indices() for s in whole.sites]
