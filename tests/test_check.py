@@ -278,3 +278,31 @@ def test_check_takes_the_scan_pipeline_flags(tmp_path: Path,
     bad = cli(*args, "--dtype", "float8")
     assert bad.exit_code == 2 and bad.stdout == ""
     assert bad.stderr.strip() == "deadrelu: error: --dtype 'float8': choose float16 or bfloat16"
+
+
+def test_neurons_that_saw_only_nan_are_not_passed_silently(tmp_path: Path) -> None:
+    """All-NaN data makes no neuron dead: the check used to pass without a word."""
+    import numpy as np
+
+    with np.load(data_path(NAME)) as z:
+        x = z[z.files[0]]
+    bad = tmp_path / "nan.npy"
+    np.save(bad, np.full_like(x, np.nan))
+    res = cli("check", *model_args(NAME), "--data", bad, "--max-dead", 0, "--format", "json",
+              env={"GITHUB_ACTIONS": "true"})
+    _, neurons = _totals()
+    assert res.exit_code == 0  # no limit judges them; the warning says so
+    assert "warning: some neurons saw only NaN/Inf pre-activations" in res.stderr
+    assert "::warning title=" in res.stderr and "unobserved" in res.stderr
+    scan = cli("scan", *model_args(NAME), "--data", bad, "--format", "json")
+    assert json.loads(scan.stdout)["summary"]["unobserved"] == neurons
+    table = cli("scan", *model_args(NAME), "--data", bad)
+    assert f"; {neurons} neurons saw nothing else (unobserved)" in " ".join(table.stdout.split())
+    # Merged with a shard of real data, every neuron is observed: the note goes.
+    good = tmp_path / "good.npy"
+    np.save(good, x)
+    for path, out in ((bad, "a.json"), (good, "b.json")):
+        assert cli("scan", *model_args(NAME), "--data", path, "-f", "json", "-o",
+                   tmp_path / out).exit_code == 0
+    merged = json.loads(cli("merge", tmp_path / "a.json", tmp_path / "b.json").stdout)
+    assert merged["summary"]["unobserved"] == 0 and merged["notes"] == []

@@ -18,6 +18,10 @@ from deadrelu.report.compact import stats_from_dict, stats_to_dict
 from deadrelu.stats import NeuronStats, Settings, SiteFigures, derive
 
 SCHEMA_VERSION = 1
+# Neurons whose every pre-activation was NaN or ±Inf are neither dead nor alive: a check that
+# passes on them has judged nothing.
+UNOBSERVED_NOTE = ("some neurons saw only NaN/Inf pre-activations: they are unobserved, "
+                   "neither dead nor alive, and no limit judges them (see `unobserved`)")
 
 
 @dataclass
@@ -111,7 +115,11 @@ class ScanResult:
               extra_settings: Mapping[str, Any] | None = None) -> ScanResult:
         sites = [Site(r.info, r.stats, derive(r.stats, r.info.kind, r.info.params, settings))
                  for r in results]
-        return cls(model, data, settings, sites, list(notes or []), dict(extra_settings or {}))
+        # Derived from the statistics, so said again (or no longer) after a merge.
+        kept = [n for n in notes or [] if n != UNOBSERVED_NOTE]
+        if any(s.figures.unobserved.any() for s in sites):
+            kept.append(UNOBSERVED_NOTE)
+        return cls(model, data, settings, sites, kept, dict(extra_settings or {}))
 
     def site(self, name: str) -> Site:
         for s in self.sites:
@@ -161,6 +169,7 @@ class ScanResult:
             "sites_with_dead": sum(1 for s in self.sites if s.dead_count),
             "worst_sites": [s.name for s in self.worst_sites()],
             "nan": sum(s.figures.nonfinite for s in self.sites),
+            "unobserved": sum(int(s.figures.unobserved.sum()) for s in self.sites),
             "fire_rate_bound_95": self.rule_of_three(),
         }
 

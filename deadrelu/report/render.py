@@ -78,7 +78,9 @@ def summary_lines(result: ScanResult) -> list[str]:
             f"on fewer than {_pct(min(bound, 1.0), 2)} of such inputs (95 %, rule of three: "
             f"3/N)")
     if s["nan"]:
-        lines.append(f"NaN/Inf: {s['nan']} non-finite pre-activation elements, counted apart")
+        lines.append(f"NaN/Inf: {s['nan']} non-finite pre-activation elements, counted apart"
+                     + (f"; {s['unobserved']} neurons saw nothing else (unobserved)"
+                        if s["unobserved"] else ""))
     return lines
 
 
