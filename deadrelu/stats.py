@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from deadrelu.activations import KIND_BY_NAME, cap_bounds
+from deadrelu.activations import KIND_BY_NAME, active_set, cap_bounds
 
 Merge = Literal["sum", "min", "max"]
 
@@ -148,6 +148,24 @@ class SiteFigures:
     nonfinite: int  # NaN / Inf elements
 
 
+def _margin(a: Mapping[str, np.ndarray], dead: np.ndarray, kind_name: str,
+            params: Mapping[str, Any], eps: float) -> float | None:
+    """How near the site's dead neurons came to life. Below the active set (ReLU's z <= 0):
+    the largest pre-activation any reached. A neuron dead *above* it (ReLU6 past its cap, a
+    sigmoid saturated high) is far from life by its smallest pre-activation instead: those
+    count only when the site has no dead neuron below."""
+    if not dead.any():
+        return None
+    scalar = {k: v for k, v in params.items() if isinstance(v, (int, float, str))}
+    base = "relu" if kind_name == "prelu" else kind_name
+    top = max((iv.hi for iv in active_set(base, eps, **scalar)), default=np.inf)
+    above = dead & (a["min_pre"] >= top)
+    below = dead & ~above
+    if below.any():
+        return float(a["max_pre"][below].max())
+    return float(a["min_pre"][above].min())
+
+
 def derive(stats: NeuronStats, kind_name: str, params: Mapping[str, Any],
            settings: Settings) -> SiteFigures:
     a = stats.arrays
@@ -181,7 +199,7 @@ def derive(stats: NeuronStats, kind_name: str, params: Mapping[str, Any],
                   else None)
     cap_fraction = (int(a["at_cap"].sum()) / total_finite
                     if caps is not None and total_finite else None)
-    margin = float(a["max_pre"][dead].max()) if dead.any() else None
+    margin = _margin(a, dead, kind_name, params, settings.eps)
     nonfinite = int(stats.elements * stats.neurons - total_finite)
     return SiteFigures(
         dead=dead, dead_low=dead_low, dead_high=dead_high, negative_only=negative_only,

@@ -105,6 +105,27 @@ def test_dead_neuron_definition_by_family() -> None:
     assert relu.margin == -1.0
 
 
+def test_margin_is_measured_from_the_side_of_life_a_neuron_died_on() -> None:
+    """Below the active set: the largest pre-activation. Dead above it (past ReLU6's cap, a
+    sigmoid saturated high): the smallest, and only when no neuron died below."""
+
+    def margin(kind: str, z: torch.Tensor, **params: float) -> float | None:
+        acc = TorchSiteAccumulator(z.shape[1], 1, SiteRule(kind, params, 1e-3),
+                                   torch.device("cpu"))
+        acc.observe_output(z, acc.observe_input(z))
+        return derive(acc.to_stats(), kind, params, Settings()).margin
+
+    # ReLU6: a neuron dead low at -996 next to neurons dead high at 1000 and 7.
+    both = torch.tensor([[-996.0, 1000.0, 7.0, 2.0], [-999.0, 1003.0, 9.0, 3.0]])
+    assert margin("relu6", both, lo=0.0, hi=6.0) == -996.0
+    high_only = both[:, 1:]
+    assert margin("relu6", high_only, lo=0.0, hi=6.0) == 7.0  # nearest the cap
+    # Sigmoid saturated both ways, then high only.
+    sig = torch.tensor([[-12.0, 10.0, 0.5], [-11.0, 14.0, -0.5]])
+    assert margin("sigmoid", sig) == -11.0
+    assert margin("sigmoid", sig[:, 1:]) == 10.0
+
+
 def _stats_of(chunks: list[torch.Tensor], kind: str = "gelu") -> NeuronStats:
     acc = TorchSiteAccumulator(chunks[0].shape[-1], chunks[0].ndim - 1,
                                SiteRule(kind, {}, 1e-3), torch.device("cpu"))
