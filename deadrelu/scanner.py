@@ -7,7 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deadrelu.data import DataSource, InputSpec, open_data, parse_input_shapes
+from deadrelu.data import (
+    DEFAULT_SYNTHETIC_SAMPLES,
+    DataSource,
+    InputSpec,
+    open_data,
+    parse_input_shapes,
+)
 from deadrelu.distributed import launched
 from deadrelu.errors import DeadReluError
 from deadrelu.formats import BackgroundSha256
@@ -72,7 +78,7 @@ def scan(
     arch_kwargs: str | None = None,
     trust_pickle: bool = False,
     input_shape: str | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     samples: int | None = None,
     device: str = "cpu",
     settings: Settings | None = None,
@@ -94,6 +100,8 @@ def scan(
 
     Every number in the result is a statement about the scanned data.
 
+    ``batch_size``: samples per forward pass; None: the model's fixed batch size where its
+    graph has one (an ONNX export without a dynamic batch axis), else 32.
     ``distributed``: shard the batches over the torchrun process group and combine the
     statistics (None: when launched by torchrun with two or more processes; see
     :mod:`deadrelu.distributed`). ``dtype``: ``float16`` / ``bfloat16`` weights and inputs
@@ -118,9 +126,11 @@ def scan(
                                 f"or a .pt2), not to {backend.format} models")
         backend.compile = True
     inputs: list[InputSpec] = backend.inputs
+    fixed = fixed_batch(backend)
     if isinstance(data, DataSource):
         source = data
     else:
+        batch_size, samples = batch_plan(fixed, data is not None, batch_size, samples, model)
         shapes = parse_input_shapes(input_shape, inputs) if input_shape else None
         try:
             source = open_data(data, inputs, batch_size=batch_size, samples=samples,
@@ -132,6 +142,7 @@ def scan(
                 raise
             # Synthetic inputs failed on what the model says of its inputs: name the model.
             raise DeadReluError(str(exc), path=model) from None
+    check_whole_batches(fixed, source.samples, model)
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -227,6 +238,54 @@ def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settin
                             settings, results, notes, extra)
 
 
+DEFAULT_BATCH_SIZE = 32
+_DYNAMIC_HINT = "or re-export the model with a dynamic batch axis"
+
+
+def fixed_batch(backend: Any) -> tuple[str, int] | None:
+    """(an input, N) when the model takes batches of exactly N (see OnnxBackend.fixed_batch)."""
+    fixed = getattr(backend, "fixed_batch", None)
+    return fixed() if callable(fixed) else None
+
+
+def _batch_size(fixed: tuple[str, int] | None, requested: int | None, model: Any) -> int:
+    """The batch size to scan with: the model's fixed one unless another was asked for,
+    which onnxruntime would refuse on every batch."""
+    if fixed is None:
+        return DEFAULT_BATCH_SIZE if requested is None else requested
+    name, n = fixed
+    if requested is not None and requested != n:
+        raise DeadReluError(f"input {name!r} has a fixed batch size of {n}, not {requested}: "
+                            f"use --batch-size {n} ({_DYNAMIC_HINT})", path=model)
+    return n
+
+
+def batch_plan(fixed: tuple[str, int] | None, has_data: bool, batch_size: int | None,
+               samples: int | None, model: Any) -> tuple[int, int | None]:
+    """Batch size and sample cap to open the data with (scan and patch alike)."""
+    batch_size = _batch_size(fixed, batch_size, model)
+    if not has_data and samples is None and fixed is not None:
+        # Synthetic inputs in whole batches: a short last one would not run.
+        samples = max(fixed[1], DEFAULT_SYNTHETIC_SAMPLES // fixed[1] * fixed[1])
+    return batch_size, samples
+
+
+def check_whole_batches(fixed: tuple[str, int] | None, samples: int | None,
+                         model: Any) -> None:
+    """Refuse, before anything runs, a sample count that leaves a short last batch: the model
+    cannot run it, and padding it would change the statistics."""
+    if fixed is None or samples is None or samples % fixed[1] == 0:
+        return
+    name, n = fixed
+    if samples < n:
+        what, fix = "less than one batch", f"give at least {n} samples"
+    else:
+        what = "which leaves a short last batch"
+        fix = f"use --samples {samples // n * n} (a multiple of {n})"
+    raise DeadReluError(f"input {name!r} has a fixed batch size of {n} and the data has "
+                        f"{samples:,} samples, {what}: {fix}, {_DYNAMIC_HINT}", path=model)
+
+
 def _image_channels(backend: Any) -> int | None:
     guess = getattr(backend, "image_channels", None)
     return guess() if callable(guess) else None
@@ -247,7 +306,7 @@ def _check_arguments(model: Any, arch: Any, input_shape: Any, arch_kwargs: Any,
         raise DeadReluError("arch and arch_kwargs build a model for a state dict file; this "
                             "model is an nn.Module already")
     for name, value, least in (("batch_size", batch_size, 1), ("samples", samples, 1)):
-        if value is None and name == "samples":
+        if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise DeadReluError(f"{name} must be a whole number >= {least}, got {value!r}")

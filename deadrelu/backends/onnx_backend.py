@@ -85,6 +85,16 @@ class OnnxBackend:
         shape = self.inputs[0].shape if self.inputs else None
         return shape[1] if shape is not None and len(shape) == 4 else None
 
+    def fixed_batch(self) -> tuple[str, int] | None:
+        """(an input, N) when the graph fixes axis 0 of its inputs to N, as an export without
+        a dynamic batch axis does: onnxruntime then takes batches of exactly N samples."""
+        fixed: list[tuple[str, int]] = []
+        for spec in self.inputs:
+            n = spec.shape[0] if spec.shape else None
+            if n:
+                fixed.append((spec.name, n))
+        return fixed[0] if fixed and all(n == fixed[0][1] for _, n in fixed) else None
+
     def static_sites(self) -> list[tuple[str, str]]:
         return [(s.name, s.kind) for s in self.sites]
 
@@ -121,8 +131,10 @@ class OnnxBackend:
                                 path=self.path) from None
         return session
 
-    def feed(self, batch: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
-        """The batch as onnxruntime inputs, after checking names, ranks and dtypes."""
+    def feed(self, batch: Mapping[str, np.ndarray], source: str, seen: int = 0
+             ) -> dict[str, np.ndarray]:
+        """The batch as onnxruntime inputs, after checking names, ranks, a fixed batch size
+        and dtypes; ``seen``: the samples before this batch, for the error."""
         out: dict[str, np.ndarray] = {}
         for spec in self.inputs:
             if spec.name not in batch:
@@ -134,6 +146,8 @@ class OnnxBackend:
                 raise DeadReluError(
                     f"input {spec.name!r} has rank {len(spec.shape)} in the model but the data "
                     f"has rank {array.ndim} (shape {array.shape})", path=source)
+            if spec.shape and spec.shape[0] and array.shape[0] != spec.shape[0]:
+                raise self._batch_error(spec.name, spec.shape[0], array.shape[0], seen)
             if spec.shape is not None:
                 for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
                     if axis and want is not None and want != got:
@@ -148,6 +162,21 @@ class OnnxBackend:
                 array = array.astype(spec.dtype)
             out[spec.name] = np.ascontiguousarray(array)
         return out
+
+    def _batch_error(self, name: str, n: int, got: int, seen: int) -> DeadReluError:
+        # A batch onnxruntime would refuse with a cut-off message. A sample count known up
+        # front is checked before the scan (scanner); this is data that told only now.
+        head = f"input {name!r} has a fixed batch size of {n}"
+        hint = "or re-export the model with a dynamic batch axis"
+        if got > n:
+            return DeadReluError(f"{head} but a batch of {got} samples came: feed batches of "
+                                 f"exactly {n} (--batch-size {n}), {hint}", path=self.path)
+        if not seen:
+            return DeadReluError(f"{head} but the data's first batch has {got} samples: feed "
+                                 f"batches of exactly {n}, {hint}", path=self.path)
+        return DeadReluError(f"{head} but a short batch of {got} came after {seen:,} samples "
+                             f"({seen + got:,} so far): use --samples {seen} (a "
+                             f"multiple of {n}), {hint}", path=self.path)
 
     def run(self, batches: Iterable[Mapping[str, np.ndarray]], registry: SiteRegistry, *,
             source: str, on_batch: OnBatch | None = None, fast_path: bool = True
@@ -179,8 +208,9 @@ class OnnxBackend:
         exact: _Program | None = None  # built on the first batch holding NaN or ±Inf
         stats: dict[str, NeuronStats] = {}
         first_shape: dict[str, tuple[int, ...]] = {}
+        seen = 0
         for batch in itertools.chain([first], it):
-            inputs = self.feed(batch, source)
+            inputs = self.feed(batch, source, seen)
             program, values = fast.program, fast.run(inputs, source)
             if fast.poisoned(values):
                 if exact is None:
@@ -193,9 +223,11 @@ class OnnxBackend:
                 if outs is None:
                     continue
                 self._fold(s, outs, values, lay[s.name], stats, first_shape)
+            x = next(iter(batch.values()), None)
+            n = int(np.shape(x)[0]) if x is not None and np.ndim(x) else 1
+            seen += n
             if on_batch is not None:
-                x = next(iter(batch.values()), None)
-                on_batch(int(np.shape(x)[0]) if x is not None and np.ndim(x) else 1)
+                on_batch(n)
         results = []
         for s in scanned:
             if s.name not in stats:

@@ -7,21 +7,21 @@ exporters and hand-written graphs produce: SiLU as ``x * Sigmoid(x)``, Mish as
 Every site records its pre-activation ``z`` and its output ``h``; what the statistics need.
 
 Names: the node's module path when the exporter recorded it (``torch.onnx.export``'s
-``pkg.torch.onnx.name_scopes``, or the TorchScript exporter's ``/a/b/Relu`` scopes when the
-module tree is known), so the same model gets the same site names as a ``.pt`` or ``.pt2``;
-otherwise the node name, else its output name (design.md §1).
+``pkg.torch.onnx.name_scopes``, or the TorchScript-based exporter's ``/a/a.0/relu/Relu``
+scopes, see :mod:`deadrelu.backends.onnx_scopes`), so the same model gets the same site names
+as a ``.pt`` or ``.pt2``; otherwise the node name, else its output name (design.md §1).
 """
 
 from __future__ import annotations
 
 import ast
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from deadrelu.backends.onnx_graph import DEFAULT_DOMAINS, GraphIndex, attribute, subgraphs
+from deadrelu.backends.onnx_scopes import LegacyScopes
 
 MS_DOMAIN = "com.microsoft"
 
@@ -400,37 +400,34 @@ def _graph_sites(index: GraphIndex, version: int, where: str) -> list[OnnxSite]:
     return out
 
 
-_CALL_SUFFIX = re.compile(r"_\d+$")
-
-
-def _torch_base(site: OnnxSite, node: Any, module_types: Mapping[str, str] | None) -> str | None:
-    """The module-path name torch formats give this site, when the export recorded it."""
+def _torch_base(site: OnnxSite, node: Any) -> str | None:
+    """The module-path name torch formats give this site, when the dynamo exporter recorded
+    it in the node's metadata."""
     props = {p.key: p.value for p in node.metadata_props}
     scopes_text = props.get("pkg.torch.onnx.name_scopes")
     classes_text = props.get("pkg.torch.onnx.class_hierarchy")
-    if scopes_text and classes_text:
-        try:
-            scopes = ast.literal_eval(scopes_text)
-            classes = ast.literal_eval(classes_text)
-        except (ValueError, SyntaxError):
-            return None
-        if len(scopes) < 2 or len(classes) != len(scopes):
-            return None
-        path, cls = str(scopes[-2]), str(classes[-2])
-        if cls.rsplit(".", 1)[-1] in _ACTIVATION_CLASSES and cls.startswith("torch.nn."):
-            return path
-        return f"{path or 'root'}/{site.kind}"
-    if module_types is not None and node.name.startswith("/"):
-        segments = node.name.split("/")[1:-1]
-        path = ""
-        for seg in segments:
-            path = seg if not path or seg.startswith(path + ".") else f"{path}.{seg}"
-        if path and path not in module_types and _CALL_SUFFIX.sub("", path) in module_types:
-            path = _CALL_SUFFIX.sub("", path)
-        if module_types.get(path, "") in _ACTIVATION_CLASSES:
-            return path
-        return f"{path or 'root'}/{site.kind}"
-    return None
+    if not (scopes_text and classes_text):
+        return None
+    try:
+        scopes = ast.literal_eval(scopes_text)
+        classes = ast.literal_eval(classes_text)
+    except (ValueError, SyntaxError):
+        return None
+    if len(scopes) < 2 or len(classes) != len(scopes):
+        return None
+    path, cls = str(scopes[-2]), str(classes[-2])
+    if cls.rsplit(".", 1)[-1] in _ACTIVATION_CLASSES and cls.startswith("torch.nn."):
+        return path
+    return f"{path or 'root'}/{site.kind}"
+
+
+def _legacy_scopes(model: Any, sites: list[OnnxSite],
+                   module_types: Mapping[str, str] | None) -> LegacyScopes | None:
+    # Only torch's own exports: other producers' "/a/b/Op" names are not module scopes.
+    if module_types is None and model.producer_name != "pytorch":
+        return None
+    claimed = [n for s in sites if not s.graph for n in s.nodes]
+    return LegacyScopes(model.graph.node, claimed, module_types, _ACTIVATION_CLASSES)
 
 
 def _all_nodes(graph: Any) -> Iterator[Any]:
@@ -445,10 +442,15 @@ def _name_sites(sites: list[OnnxSite], model: Any,
     # No recursive closure here: it would be a reference cycle holding node protos, and so
     # the whole loaded model (weights included), until the cyclic garbage collector ran.
     by_label = {node_label(node): node for node in _all_nodes(model.graph)}
+    legacy = _legacy_scopes(model, sites, module_types)
     counts: dict[str, int] = {}
     for s in sites:
         node = by_label.get(s.node)
-        base = _torch_base(s, node, module_types) if node is not None and not s.graph else None
+        base = None
+        if node is not None and not s.graph:
+            base = _torch_base(s, node)
+            if base is None and legacy is not None:
+                base = legacy.base(s.kind, node, s.nodes)
         s.base = base or f"{s.graph}{s.node}"
         n = counts.get(s.base, 0) + 1
         counts[s.base] = n

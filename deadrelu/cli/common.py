@@ -44,8 +44,21 @@ TrustPickleOpt = Annotated[bool, typer.Option(
 InputShapeOpt = Annotated[str | None, typer.Option(
     help="Input shape(s), batch dim first: 1,3,32,32 or 'x=1,3,32,32;mask=1,16'. Fixes "
     "dynamic dims and sizes synthetic inputs.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per "
-                                           "forward pass.")]
+
+
+def _batch_size_given(ctx: typer.Context, param: typer.CallbackParam, value: int | None
+                      ) -> int | None:
+    # Neither the flag nor a config key: None, so that scan() and patch() take the model's
+    # fixed batch size where its graph has one, else 32.
+    # (By the source's name: click's ParameterSource lives in typer's vendored copy.)
+    source = ctx.get_parameter_source(param.name or "")
+    given = source is not None and source.name != "DEFAULT"
+    return value if given else None
+
+
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", "-b", min=1, callback=_batch_size_given,
+    help="Samples per forward pass (an ONNX model with a fixed batch size: that size).")]
 SamplesOpt = Annotated[int | None, typer.Option("--samples", "-n", min=1, help="Use at most "
                                                 "this many samples (synthetic default: 64).")]
 DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.")]

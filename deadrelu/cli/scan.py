@@ -47,7 +47,7 @@ from deadrelu.errors import DeadReluError
 
 
 def run_scan(model: Path, data: str | None, arch: str | None, arch_kwargs: str | None,
-             trust_pickle: bool, input_shape: str | None, batch_size: int,
+             trust_pickle: bool, input_shape: str | None, batch_size: int | None,
              samples: int | None, device: str, eps: float, tau: float, min_active: float,
              channel_axis: int | None, image_size: str | None, mean: str | None,
              std: str | None, drop_columns: str | None, fast_path: bool,

@@ -153,15 +153,21 @@ _DATA_KEYS = ("input_shape", "batch_size", "samples", "image_size", "mean", "std
 
 def _open(open_data: Any, data: str | None, backend: Any, options: dict[str, Any]) -> Any:
     from deadrelu.data import parse_input_shapes
+    from deadrelu.scanner import batch_plan, check_whole_batches, fixed_batch
 
     shape = options.get("input_shape")
     shapes = parse_input_shapes(shape, backend.inputs) if shape else None
     guess = getattr(backend, "image_channels", None)
-    return open_data(data, backend.inputs, batch_size=options.get("batch_size", 32),
-                     samples=options.get("samples"), input_shapes=shapes,
-                     image_size=options.get("image_size"), mean=options.get("mean"),
-                     std=options.get("std"), drop_columns=options.get("drop_columns", ()),
-                     channels=guess() if callable(guess) else None)
+    fixed = fixed_batch(backend)  # an ONNX export with a fixed batch size: batches of that
+    batch_size, samples = batch_plan(fixed, data is not None, options.get("batch_size"),
+                                     options.get("samples"), getattr(backend, "path", None))
+    source = open_data(data, backend.inputs, batch_size=batch_size, samples=samples,
+                       input_shapes=shapes, image_size=options.get("image_size"),
+                       mean=options.get("mean"), std=options.get("std"),
+                       drop_columns=options.get("drop_columns", ()),
+                       channels=guess() if callable(guess) else None)
+    check_whole_batches(fixed, source.samples, getattr(backend, "path", None))
+    return source
 
 
 def _check_output(src: Path, out: Path | None, fmt: str, dry_run: bool, in_place: bool
