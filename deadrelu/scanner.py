@@ -14,6 +14,7 @@ from deadrelu.data import (
     open_data,
     parse_input_shapes,
 )
+from deadrelu.devices import torch_device
 from deadrelu.distributed import launched
 from deadrelu.errors import DeadReluError
 from deadrelu.formats import BackgroundSha256
@@ -111,12 +112,15 @@ def scan(
     ``count_at_cap`` (``{k: c}``): the k-th site also counts its elements >= c, for patch's
     re-scan of a rewritten ReLU6 (see ``SiteRegistry.count_at_cap``).
     """
-    import torch
 
     input_shape, arch_kwargs = _check_arguments(model, arch, input_shape, arch_kwargs,
                                                 batch_size, samples)
     settings = settings or Settings()
     _check_settings(settings)
+    if channel_axis == 0:
+        raise DeadReluError("--channel-axis 0 is the batch axis: a neuron is a channel (axis 1 "
+                            "of images and (N, C, L), the last axis of (N, S, F))")
+    dev = torch_device(device)  # before any loading: a machine without it fails at once
     # The file's sha256 is computed while the model loads and runs, filled in at the end.
     backend, model_info, digest = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
                                                trust_pickle=trust_pickle, hash_later=True)
@@ -143,13 +147,6 @@ def scan(
             # Synthetic inputs failed on what the model says of its inputs: name the model.
             raise DeadReluError(str(exc), path=model) from None
     check_whole_batches(fixed, source.samples, model)
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DeadReluError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, "
-                            "mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeadReluError(f"--device {device}: CUDA is not available on this machine")
     low_precision = _set_dtype(backend, dtype)
     group = None
     if distributed or (distributed is None and launched()):

@@ -366,3 +366,29 @@ def test_narrow_tables_keep_the_site_column_whole(width: int, tmp_path: Path) ->
     assert "…" not in text.split("model:")[0]
     if width >= 200:
         assert "active" in text and "dead% before" in text  # nothing dropped when it fits
+
+
+@pytest.mark.parametrize("device, words", [
+    ("mps", "--device mps: MPS (Apple GPU) is not available on this machine"),
+    ("meta", "--device meta: deadrelu runs on cpu, cuda, cuda:1, mps"),
+    ("tpu", "--device 'tpu' is not a torch device"),
+])
+def test_a_device_this_machine_lacks_is_one_line(device: str, words: str) -> None:
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    for command in ("scan", "check"):
+        assert_user_error(run(command, DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA,
+                              "--device", device), words)
+
+
+def test_cuda_on_a_machine_without_it_is_one_line() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert_user_error(run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--device", "cuda:1"),
+                      "--device cuda:1: CUDA is not available on this machine")
+
+
+def test_channel_axis_0_the_batch_axis_is_refused() -> None:
+    """It counted batch slots as neurons (50 'neurons' at -b 50)."""
+    assert_user_error(run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA,
+                          "--channel-axis", "0", "-b", "50"), "--channel-axis 0 is the batch axis")

@@ -148,10 +148,6 @@ def check_command(
         if scan_report is None and model is None:
             raise DeadReluError("no model to check: give MODEL, --scan REPORT.json, or a "
                                 "`model` key in [tool.deadrelu]")
-        # Warned once the inputs are known good: a bad input is then the only line.
-        if limits.is_empty():
-            warn("no limits set (--max-dead-rate, --max-site-dead-rate, …, or [tool.deadrelu]"
-                 "): the check passes whatever the scan finds")
         if scan_report is not None:
             if model is not None:
                 warn(f"--scan {scan_report} is checked; MODEL {model} is not scanned")
@@ -170,6 +166,10 @@ def check_command(
                               batch_size, samples, device, eps, tau, min_active, channel_axis,
                               image_size, mean, std, drop_columns, fast_path, distributed,
                               dtype, num_workers, compile_model)
+        # Warned once the scan has run: a bad input is then the only line.
+        if limits.is_empty():
+            warn("no limits set (--max-dead-rate, --max-site-dead-rate, …, or [tool.deadrelu]"
+                 "): the check passes whatever the scan finds")
         gate = evaluate(result, limits, before, str(baseline))
         # Under torchrun every rank has the combined scan, so the same verdict and exit code;
         # rank 0 alone prints and writes it.
