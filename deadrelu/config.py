@@ -10,6 +10,7 @@ Unknown keys and wrongly typed values are errors naming the key and the file.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 @dataclass(frozen=True)
 class Key:
     kind: str  # path | data | arch | str | csv | int | posint | bool | float | rate | count
-    #            | format | globs
+    #            | format | globs | device | dtype | size
     commands: tuple[str, ...] = ("scan", "check")
     param: str | None = None  # the command's parameter name, when not the key with underscores
 
@@ -47,18 +48,18 @@ KEYS: dict[str, Key] = {
     "input-shape": Key("str"),
     "batch-size": Key("posint"),
     "samples": Key("posint"),
-    "device": Key("str"),
+    "device": Key("device"),
     "eps": Key("eps"),
     "tau": Key("rate"),
     "min-active": Key("rate"),
     "channel-axis": Key("int"),
-    "image-size": Key("csv"),
+    "image-size": Key("size"),
     "mean": Key("csv"),
     "std": Key("csv"),
     "drop-columns": Key("csv"),
     "fast-path": Key("bool"),
     "distributed": Key("bool"),
-    "dtype": Key("str"),
+    "dtype": Key("dtype"),
     "num-workers": Key("count"),
     "compile": Key("bool", param="compile_model"),
     # output
@@ -237,6 +238,23 @@ def _convert(value: Any, kind: str, label: str, where: str, base: Path) -> Any:
             if target.endswith(".py") or "/" in target:  # path/to/file.py:name
                 return f"{_resolve(target, base)}:{attr}"
         return value
+    if kind == "device":  # the form only: whether this machine has it is the flag's check
+        if not isinstance(value, str) or not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", value):
+            raise bad("cpu, cuda, cuda:N or mps")
+        return value
+    if kind == "dtype":
+        if value not in ("float16", "bfloat16"):
+            raise bad("float16 or bfloat16")
+        return value
+    if kind == "size":  # S, "H,W" or [H, W]: whole numbers >= 1
+        items = value.split(",") if isinstance(value, str) else \
+            value if isinstance(value, list) else [value]
+        dims = [int(v) if isinstance(v, int) and not isinstance(v, bool)
+                else int(v.strip()) if isinstance(v, str) and v.strip().isdigit() else 0
+                for v in items]
+        if len(dims) not in (1, 2) or min(dims) < 1:
+            raise bad("S, \"H,W\" or [H, W] (whole numbers >= 1)")
+        return ",".join(map(str, dims))
     if kind == "csv":  # "a,b" or [a, b] -> "a,b" (the flag's form)
         if isinstance(value, list) and value and all(
                 isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):

@@ -106,6 +106,10 @@ def test_scan_takes_its_flag_defaults_from_the_config(
     ("eps = -1\n", "key 'eps' must be a number in (0, 1), got -1"),
     ("eps = 1\n", "key 'eps' must be a number in (0, 1), got 1"),
     ("tau = 3\n", "key 'tau' must be a rate in [0, 1], got 3"),
+    ('dtype = "float64"\n', "key 'dtype' must be float16 or bfloat16, got 'float64'"),
+    ('device = "tpu"\n', "key 'device' must be cpu, cuda, cuda:N or mps, got 'tpu'"),
+    ("image-size = [8, 8, 8]\n", "key 'image-size' must be S, \"H,W\" or [H, W]"),
+    ('image-size = "8,x"\n', "key 'image-size' must be S, \"H,W\" or [H, W]"),
 ])
 def test_bad_config_exits_2_naming_key_and_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, words: str) -> None:
