@@ -175,8 +175,9 @@ def _set_dtype(backend: Any, dtype: str | None) -> str | None:
     if dtype not in ("float16", "bfloat16"):
         raise DeadReluError(f"--dtype {dtype!r}: choose float16 or bfloat16")
     if not hasattr(backend, "dtype"):
-        raise DeadReluError(f"--dtype applies to PyTorch models; a {backend.format} model "
-                            "runs in the precision it was saved in")
+        article = "an" if backend.format[0] in "aeiou" else "a"
+        raise DeadReluError(f"--dtype applies to PyTorch models; {article} {backend.format} "
+                            "model runs in the precision it was saved in")
     backend.dtype = getattr(torch, dtype)
     return (f"Scanned in {dtype}: lower precision rounds small pre-activations, so an element "
             "can become exactly zero or change sign; dead counts can differ from a float32 "

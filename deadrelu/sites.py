@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from deadrelu.errors import DeadReluError
+
 
 @dataclass
 class SiteListing:
@@ -43,8 +45,17 @@ def list_sites(model: str, *, arch: str | None = None, arch_kwargs: str | None =
     static = getattr(backend, "static_sites", lambda: None)()
     if static is not None:
         return [SiteListing(name, kind) for name, kind in static]
-    result = scan(model, None, arch=arch, arch_kwargs=arch_kwargs, trust_pickle=trust_pickle,
-                  input_shape=input_shape, samples=1, batch_size=1)
+    try:
+        result = scan(model, None, arch=arch, arch_kwargs=arch_kwargs,
+                      trust_pickle=trust_pickle, input_shape=input_shape, samples=1,
+                      batch_size=1)
+    except DeadReluError as exc:
+        # The synthetic-input messages offer --data, which sites does not have.
+        text = str(exc)
+        if text.endswith(", or --data"):
+            text = text[:-len(", or --data")].replace(" and no --data", "")
+            raise DeadReluError(text) from None
+        raise
     listed = [SiteListing(s.name, s.info.kind, s.info.module if s.info.call == "node" else "")
               for s in result.sites]
     listed += [SiteListing(n.split(" ")[1], "", measured=False, reason=n)

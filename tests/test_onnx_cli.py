@@ -73,6 +73,14 @@ def test_sites_of_an_eager_model_needs_only_its_input_shape() -> None:
     assert [s["name"] for s in json.loads(r.stdout)] == [s["name"] for s in f["sites"]]
 
 
+def test_sites_without_an_input_shape_asks_for_one_not_for_data() -> None:
+    """sites has no --data: its message must not offer one."""
+    f = FIXTURES["reuse_relu"]
+    r = run("sites", str(GENERATED / f["files"]["state_dict"]), "--arch", f["arch"])
+    assert_user_error(r, "has an unknown shape: pass its shape with --input-shape")
+    assert "--data" not in r.stderr
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "export", "torchscript"])
 def test_sites_refuses_an_input_shape_for_an_input_the_model_lacks(fmt: str) -> None:
     # ONNX and .pt2 list their sites without running, but a wrong name is still a mistake.
