@@ -256,3 +256,38 @@ def test_compensated_consumer_output_mean_is_restored() -> None:
         want = original.fc1(original.act1(original.conv(x)).flatten(1)).double().mean(0)
         got = model.fc1(model.act1(model.conv(x)).flatten(1)).double().mean(0)
     assert torch.allclose(want, got, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("state_dict", ".pt2")])
+def test_a_patch_stopped_before_its_check_leaves_no_model(fmt: str, suffix: str,
+                                                          tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Ctrl-C during the re-scan of the written model left it, unverified, under -o."""
+    import deadrelu.scanner
+    from deadrelu import patch
+
+    real = deadrelu.scanner.scan
+    out = tmp_path / f"fixed{suffix}"
+
+    def interrupted(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(model) != path:  # the written model, being verified
+            assert Path(model).exists() and Path(model).parent == tmp_path
+            raise KeyboardInterrupt
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(deadrelu.scanner, "scan", interrupted)
+    name = "planted_relu"
+    path, kwargs = ((str(GENERATED / FIXTURES[name]["files"]["onnx"]), {}) if fmt == "onnx"
+                    else fixture_args(name, fmt))
+    with pytest.raises(KeyboardInterrupt):
+        patch(path, _data(name), output=str(out), **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    # A file that was there before is replaced only by a verified model.
+    out.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        patch(path, _data(name), output=str(out), **kwargs)
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"old"
+    monkeypatch.setattr(deadrelu.scanner, "scan", real)
+    assert patch(path, _data(name), output=str(out), **kwargs).status == "patched"
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() != b"old"

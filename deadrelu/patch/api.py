@@ -128,23 +128,40 @@ def patch(
         result.drift_uncompensated = job.drift(job.patched_runner(), label_array)
         for name, text in job.compensate().items():
             job.compensation[name] = text
-    job.write(out)
-    eps = opts["settings"].eps if opts.get("settings") is not None else Settings().eps
-    flat = _flat_tops(plan, before, eps)
-    after = run_scan(str(out), source, trust_pickle=True,
-                     count_at_cap={k: cap for k, (cap, _) in flat.items()}, **opts)
-    if not same_data:
-        baseline = run_scan(str(src), source, **load_opts, **opts)
-        where = ("the data file the scan report names is in neither the current folder "
-                 "nor the report's" if report is not None and not report.data.synthetic
-                 else "the scan report was made on synthetic inputs")
-        result.notes.append(f"{where}: the before / after table compares scans on synthetic "
-                            "inputs; pass --data")
-    result.drift = job.drift(job.written_runner(out), label_array)
-    result.changes = _changes(plan, baseline, after, job.compensation, result.notes,
-                              {before.sites[k].name: neurons for k, (_, neurons) in flat.items()})
+    # Verified under a temporary name, then moved onto -o: an interrupted or failed check
+    # leaves no unverified model under the name the user asked for.
+    pending = job.write_pending(out)
+    try:
+        eps = opts["settings"].eps if opts.get("settings") is not None else Settings().eps
+        flat = _flat_tops(plan, before, eps)
+        after = run_scan(str(pending), source, trust_pickle=True,
+                         count_at_cap={k: cap for k, (cap, _) in flat.items()}, **opts)
+        if not same_data:
+            baseline = run_scan(str(src), source, **load_opts, **opts)
+            where = ("the data file the scan report names is in neither the current folder "
+                     "nor the report's" if report is not None and not report.data.synthetic
+                     else "the scan report was made on synthetic inputs")
+            result.notes.append(f"{where}: the before / after table compares scans on "
+                                "synthetic inputs; pass --data")
+        result.drift = job.drift(job.written_runner(pending), label_array)
+        capped = {before.sites[k].name: neurons for k, (_, neurons) in flat.items()}
+        result.changes = _changes(plan, baseline, after, job.compensation, result.notes,
+                                  capped)
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    _install(pending, out)
     result.status = "patched"
     return result
+
+
+def _install(pending: Path, out: Path) -> None:
+    target = Path(os.path.realpath(out))  # a symlink stays and its target is replaced
+    try:
+        os.replace(pending, target)
+    except OSError as exc:
+        pending.unlink(missing_ok=True)
+        raise DeadReluError(f"cannot write: {exc.strerror}", path=out) from None
 
 
 _DATA_KEYS = ("input_shape", "batch_size", "samples", "image_size", "mean", "std",
@@ -541,11 +558,13 @@ class _Job:
         return found
 
     # ---- writing: a temporary file in the target folder, then one rename
-    def write(self, out: Path) -> None:
+    def write_pending(self, out: Path) -> Path:
+        """The patched model written next to ``out`` under a temporary name, which
+        :func:`_install` moves onto ``out`` once it is verified (or deletes)."""
         # A symlink is followed: the file it points at is replaced and the link stays.
         out = Path(os.path.realpath(out))
-        parent = out.parent
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix,
+                                        dir=out.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -565,12 +584,13 @@ class _Job:
             mask = os.umask(0)
             os.umask(mask)
             os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model file is a normal file
-            os.replace(tmp, out)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)
             raise DeadReluError(f"cannot write: {exc.strerror}", path=out) from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
 
     def _write_onnx(self, tmp: Path, out: Path) -> None:
         import onnx
