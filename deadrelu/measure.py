@@ -125,19 +125,44 @@ def _sum(v: torch.Tensor) -> torch.Tensor:
     return _sum_into(v, out)
 
 
+def _split(v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``v`` split along its sample axis into parts of at most _PART elements (one sample
+    per part when a sample is larger)."""
+    row = max(1, math.prod(v.shape[1:]))  # no v[0]: one torch call less per site
+    rows = max(1, _PART // row)
+    return v.split(rows) if v.shape[0] > rows else (v,)
+
+
 def _parts(v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """``v`` split along its sample axis into parts of at most _PART elements (one part
-    when a sample is larger), and a scratch buffer the size of the largest part.
+    """:func:`_split`'s parts of ``v`` and a scratch buffer the size of the largest part.
 
     Every pass of the fast path runs part by part, so that the second and later passes read
     the part from the cache instead of memory (2x faster on a 49 MiB activation); it also
-    bounds the scan's extra memory however large an activation is.
+    bounds the scan's extra memory however large an activation is: every per-(sample,
+    channel) figure of a part is folded into per-neuron sums before the next part, so only
+    one part's figures are alive at a time.
     """
-    row = max(1, math.prod(v.shape[1:]))  # no v[0]: one torch call less per site
-    rows = max(1, _PART // row)
-    parts = v.split(rows) if v.shape[0] > rows else (v,)
-    return parts, torch.empty((min(rows, v.shape[0]), *v.shape[1:]), dtype=v.dtype,
-                              device=v.device)
+    parts = _split(v)
+    return parts, torch.empty((len(parts[0]), *v.shape[1:]), dtype=v.dtype, device=v.device)
+
+
+def _columns(v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor] | None:
+    """With one element per (sample, channel) (A, 1, C, 1) and more than _PART elements:
+    ``v`` as one "sample" of A elements per channel (1, A, C, 1), split into blocks of
+    channels of at most _PART elements, and a scratch buffer the size of a block; else None.
+
+    Per-(sample, channel) figures of such a batch would each be as large as the activation;
+    these blocks reduce it straight over its samples, a cache-sized block at a time. Counts
+    stay exact (A < 2**24); |h| is summed in float32 over the batch's A values per neuron, as
+    over a sample's elements elsewhere, and in float64 across batches.
+    """
+    a, p, c, q = v.shape
+    if p * q != 1 or not 1 < a < _EXACT_COUNT or a * c <= _PART:
+        return None
+    width = max(1, _PART // a)
+    w = v.reshape(1, a, c, 1)
+    return w.split(width, dim=2), torch.empty((1, a, min(width, c), 1), dtype=v.dtype,
+                                              device=v.device)
 
 
 class TorchSiteAccumulator:
@@ -212,48 +237,105 @@ class TorchSiteAccumulator:
         """The all-finite fast path. Folds the batch in and returns True, or returns False
         with nothing folded in when some element is NaN or ±Inf.
 
-        Every per-(sample, channel) figure is written into one array, so that one sum and
-        one max per batch fold them in: on small feature maps the cost is the number of
-        torch calls, not the bytes.
+        Every per-(sample, channel) figure of a part is written into one array, so that one
+        sum and one max fold them in: on small feature maps (one part) the cost is the number
+        of torch calls, not the bytes. Larger batches never hold every sample's figures: with
+        one element per (sample, channel), a Linear layer's, they would be as large as the
+        activation, several times over. There the batch is reduced straight over its samples,
+        a block of channels at a time (:meth:`_observe_columns`); otherwise each part's
+        figures are folded into per-neuron sums before the next part (:meth:`_fold_parts`).
         """
         a, _, c, _ = v.shape
-        parts, buf = _parts(v)
+        columns = _columns(v)
+        parts, buf = _parts(v) if columns is None else columns
         # A clamp's |h| is summed from z here when z spans several parts: the post-hook's
         # pass over h would read it from memory, while each part is in the cache now.
         fold = self._output_is_clamp is not None and len(parts) > 1
         used = len(self._rows) - (self._output_is_clamp is not None and not fold)
-        fig = torch.empty((used + 2, a, c), dtype=torch.float32, device=v.device)
-        ext = torch.empty((2, a, c), dtype=v.dtype, device=v.device)
-        if len(parts) == 1:
+        fig = torch.empty((used + 2, len(parts[0]), c), dtype=torch.float32, device=v.device)
+        ext = torch.empty((2, len(parts[0]), c), dtype=v.dtype, device=v.device)
+        batch_sums: torch.Tensor
+        if columns is not None:
+            self._observe_columns(parts, buf, fig, ext, fold)
+            # One element per (sample, channel): samples with an active element are the
+            # active elements. f64 += f32 below: counts below 2**24, exact.
+            fig[1].copy_(fig[0])
+            batch_sums, batch_ext = fig[:used, 0], ext[:, 0]
+        elif len(parts) == 1:
             _extremes_into(v, ext, buf)
             self._figures_into(v, buf, fig.unbind(0), fold)
+            torch.gt(fig[0], 0, out=fig[1])  # samples with an active element
+            batch_sums = fig[:used].sum(dim=1, dtype=torch.float64)
+            batch_ext = ext.amax(dim=1)
         else:
-            start = 0
-            for part in parts:
-                end = start + len(part)
-                scratch = buf[:len(part)]
-                _extremes_into(part, ext[:, start:end], scratch)
-                self._figures_into(part, scratch, fig[:, start:end].unbind(0), fold)
-                start = end
-        # NaN propagates through max and min, so finite extremes of every (sample, channel)
-        # slice prove the whole slice finite; ±Inf makes the sum non-finite.
-        if not math.isfinite(ext.sum(dtype=torch.float64).item()):
+            batch_sums, batch_ext = self._fold_parts(parts, buf, fig, ext, used, fold)
+        # NaN propagates through max and min, so finite extremes of every neuron prove the
+        # batch finite; ±Inf makes the sum non-finite (float64: no overflow of finite ones).
+        if not math.isfinite(batch_ext.sum(dtype=torch.float64).item()):
             return False
-        torch.gt(fig[0], 0, out=fig[1])  # samples with an active element
         sums, extremes = self._sums, self._extremes
         if sums is None or extremes is None:
             sums = self._sums = torch.zeros((len(self._rows), c), dtype=torch.float64,
                                             device=v.device)
             extremes = self._extremes = torch.full((2, c), -math.inf, dtype=torch.float64,
                                                    device=v.device)
-        sums[:used] += fig[:used].sum(dim=1, dtype=torch.float64)
-        torch.maximum(extremes, ext.amax(dim=1), out=extremes)
+        sums[:used] += batch_sums
+        torch.maximum(extremes, batch_ext, out=extremes)
         self._output_folded = fold
         per = v.shape[1] * v.shape[3]
         self._all_finite += a * per  # every element of every neuron: added in to_stats
         self.samples += a
         self.elements += a * per
         return True
+
+    def _observe_columns(self, blocks: Sequence[torch.Tensor], buf: torch.Tensor,
+                         fig: torch.Tensor, ext: torch.Tensor, fold: bool) -> None:
+        """Figures and extremes of ``blocks``, (1, A, width, 1) blocks of channels of a batch
+        with one element per (sample, channel), into ``fig`` and ``ext`` (k, 1, C): each a
+        sum or extreme over the A samples, so nothing is as large as the activation."""
+        start = 0
+        for block in blocks:
+            end = start + block.shape[2]
+            scratch = buf[:, :, :end - start]
+            _extremes_into(block, ext[:, :, start:end], scratch)
+            self._figures_into(block, scratch, fig[:, :, start:end].unbind(0), fold)
+            start = end
+
+    def _fold_parts(self, parts: Sequence[torch.Tensor], buf: torch.Tensor,
+                    fig: torch.Tensor, ext: torch.Tensor, used: int, fold: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's per-neuron float64 sums of the first ``used`` rows of figures and its
+        [max, -min], folded part by part into buffers allocated once: only one part's
+        figures are alive at a time, and no part allocates (fresh pages cost more than the
+        arithmetic on a wide site). A part's float32 sum over its samples is exact for
+        counts, a part holding at most _PART elements; a folded clamp's |h| is then a float32
+        sum over at most _PART elements, as a sample's already is, and float64 across parts."""
+        c = fig.shape[2]
+        rows = fig.shape[1]
+        one = rows == 1  # a sample per part: its figures are the part's sums already
+        counts = fig[:used, 0] if one else torch.empty((used, c), dtype=torch.float32,
+                                                         device=fig.device)
+        top = ext[:, 0] if one else torch.empty((2, c), dtype=ext.dtype, device=ext.device)
+        sums = torch.empty((used, c), dtype=torch.float64, device=fig.device)
+        wide = torch.empty_like(sums)
+        extremes = torch.empty_like(top)
+        for i, part in enumerate(parts):
+            n = len(part)
+            part_fig, part_ext = fig[:, :n], ext[:, :n]
+            _extremes_into(part, part_ext, buf[:n])
+            self._figures_into(part, buf[:n], part_fig.unbind(0), fold)
+            torch.gt(part_fig[0], 0, out=part_fig[1])  # samples with an active element
+            if not one:
+                torch.sum(part_fig[:used], dim=1, out=counts)
+                torch.amax(part_ext, dim=1, out=top)
+            if i == 0:
+                sums.copy_(counts)
+                extremes.copy_(top)
+            else:
+                # f64 += f32 in one call is 5x slower than a conversion and a same-type add.
+                sums.add_(wide.copy_(counts))
+                torch.maximum(extremes, top, out=extremes)
+        return sums, extremes
 
     def _figures_into(self, part: torch.Tensor, buf: torch.Tensor,
                       fig: Sequence[torch.Tensor], fold: bool) -> None:
@@ -330,18 +412,36 @@ class TorchSiteAccumulator:
             if self._output_folded:
                 return
             v = self._view(h)
-            if self._nonnegative:
-                sums = _sum(v)
-            else:
-                parts, buf = _parts(v)
-                sums = torch.empty((v.shape[0], v.shape[2]), dtype=torch.float32,
-                                   device=v.device)
+            columns = _columns(v)
+            total = self.acc["abs_sum"]
+            if columns is not None:
+                # A sum over the samples per block of channels: no per-sample sums.
+                blocks, buf = columns
+                sums = torch.empty((1, v.shape[2]), dtype=torch.float32, device=v.device)
                 start = 0
-                for part in parts:
-                    end = start + len(part)
-                    _sum_into(torch.abs(part, out=buf[:len(part)]), sums[start:end])
+                for block in blocks:
+                    end = start + block.shape[2]
+                    scratch = buf[:, :, :end - start]
+                    _sum_into(block if self._nonnegative else torch.abs(block, out=scratch),
+                              sums[:, start:end])
                     start = end
-            self.acc["abs_sum"] += sums.sum(dim=0, dtype=torch.float64)
+                total += sums[0]
+                return
+            parts = _split(v)
+            if self._nonnegative and len(parts) == 1:
+                total += _sum(v).sum(dim=0, dtype=torch.float64)
+                return
+            # Part by part, each folded in before the next: the whole batch's per-(sample,
+            # channel) sums would be as large as h where a sample is small.
+            spare = None if self._nonnegative else torch.empty(
+                (len(parts[0]), *v.shape[1:]), dtype=v.dtype, device=v.device)
+            sums = torch.empty((len(parts[0]), v.shape[2]), dtype=torch.float32,
+                               device=v.device)
+            for part in parts:
+                n = len(part)
+                _sum_into(part if spare is None else torch.abs(part, out=spare[:n]),
+                          sums[:n])
+                total += sums[:n].sum(dim=0, dtype=torch.float64)
             return
         if h.ndim == 1:
             h = h.reshape(-1, 1)
