@@ -41,6 +41,9 @@ def channel_axis_for(ndim: int, channels_first: bool, override: int | None = Non
         axis = override if override >= 0 else ndim + override
         if not 0 <= axis < ndim:
             raise ValueError(f"--channel-axis {override} is out of range for rank {ndim}")
+        if axis == 0:  # its "neurons" would be the batch's slots
+            raise ValueError(f"--channel-axis {override} is the batch axis of a rank-{ndim} "
+                             "site")
         return axis
     if ndim >= 4 or channels_first:
         return 1

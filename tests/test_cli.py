@@ -392,3 +392,12 @@ def test_channel_axis_0_the_batch_axis_is_refused() -> None:
     """It counted batch slots as neurons (50 'neurons' at -b 50)."""
     assert_user_error(run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA,
                           "--channel-axis", "0", "-b", "50"), "--channel-axis 0 is the batch axis")
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "export", "onnx", "torchscript"])
+def test_a_negative_channel_axis_that_lands_on_the_batch_axis_is_refused(fmt: str) -> None:
+    """-2 is a height axis on the conv sites and the batch axis of the Linear one."""
+    path = str(GENERATED / DIGITS["files"][fmt])
+    arch = ["--arch", DIGITS_ARCH] if fmt == "state_dict" else []
+    assert_user_error(run("scan", path, *arch, "--data", DIGITS_DATA, "--channel-axis", "-2"),
+                      "site classifier.2: --channel-axis -2 is the batch axis of a rank-2 site")

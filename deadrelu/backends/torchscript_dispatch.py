@@ -159,6 +159,7 @@ class _Capture(TorchDispatchMode):
     channels_first: weakref.WeakValueDictionary[int, torch.Tensor] = field(
         default_factory=weakref.WeakValueDictionary)
     last_error: str = ""  # the last op error, which the interpreter's re-raise loses
+    user_error: DeadReluError | None = None  # raised by deadrelu itself, re-raised as is
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -195,8 +196,12 @@ class _Capture(TorchDispatchMode):
         base, call, module = self._name(op, kind)
         name = self.registry.name_call(base)
         first = id(z) in self.channels_first and self.channels_first[id(z)] is z
-        acc = self.registry.accumulator(name, kind, params, z, channels_first=first,
-                                        call=call, module=module)
+        try:
+            acc = self.registry.accumulator(name, kind, params, z, channels_first=first,
+                                            call=call, module=module)
+        except DeadReluError as exc:  # a flag that does not fit this site: the user's line
+            self.user_error = exc
+            raise
         weight = args[1] if op == "_prelu_kernel" and len(args) > 1 else None
         finite = acc.observe_input(z, weight)
         out = func(*args, **kwargs)
@@ -238,6 +243,8 @@ def run_dispatch(module: Any, inputs: list[str], batches: Iterable[Mapping[str, 
                 with capture:
                     module(*args)
             except RuntimeError as exc:
+                if capture.user_error is not None:
+                    raise capture.user_error from None
                 reason = _interpreter_error(exc)
                 if reason.rstrip(":") in ("RuntimeError", "") and capture.last_error:
                     reason = capture.last_error
