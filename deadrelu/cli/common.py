@@ -88,8 +88,8 @@ NumWorkersOpt = Annotated[int, typer.Option(
     "--num-workers", min=0, help="Batches a background thread prepares ahead while the model "
     "runs (0: none).")]
 CompileOpt = Annotated[bool, typer.Option(
-    "--compile", help="Run a PyTorch model through torch.compile, the statistics computed "
-    "inside the compiled graph (fused with each activation).")]
+    "--compile/--no-compile", help="Run a PyTorch model through torch.compile, the statistics "
+    "computed inside the compiled graph (fused with each activation).")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report "
                                                 "to FILE instead of stdout.")]

@@ -25,7 +25,8 @@ HtmlOpt = Annotated[Path | None, typer.Option(
     "--html", help="Write a self-contained HTML report (chart, sortable site table, "
     "per-neuron detail) to FILE; it opens from disk with no network.")]
 PlotOpt = Annotated[bool, typer.Option(
-    "--plot", help="Also print a per-site bar chart of the dead rate in the terminal.")]
+    "--plot/--no-plot",
+    help="Also print a per-site bar chart of the dead rate in the terminal.")]
 
 
 def report_command(

@@ -44,21 +44,27 @@ def sites_command(
         if output_format is OutputFormat.json:
             write_output(json.dumps([s.to_dict() for s in listed], indent=2) + "\n", output)
             return
+        nodes = any(s.ops for s in listed)  # only ONNX sites are made of graph nodes
         if output_format is OutputFormat.markdown:
-            lines = ["| site | kind | ONNX nodes | measured |", "|---|---|---|---|"]
-            lines += [f"| `{s.name}` | {s.kind} | {s.ops} | "
-                      f"{'yes' if s.measured else 'no: ' + s.reason} |" for s in listed]
+            head = ["site", "kind", *(["ONNX nodes"] if nodes else []), "measured"]
+            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join([f"`{s.name}`", s.kind, *([s.ops] if nodes else []),
+                                         "yes" if s.measured else "no: " + s.reason]) + " |"
+                      for s in listed]
             write_output("\n".join(lines) + "\n", output)
             return
 
         def draw(console: object) -> None:
             from rich.table import Table
+            from rich.text import Text
 
-            table = Table(title=f"{len(listed)} activation sites of {model}", box=None)
-            for col in ("site", "kind", "ONNX nodes", "measured"):
+            # A line of its own: as the table's title it would wrap to the table's width.
+            console.print(Text(f"{len(listed)} activation sites of {model}"))  # type: ignore[attr-defined]
+            table = Table(box=None)
+            for col in ("site", "kind", *(["ONNX nodes"] if nodes else []), "measured"):
                 table.add_column(col)
             for s in listed:
-                table.add_row(s.name, s.kind, s.ops,
+                table.add_row(s.name, s.kind, *([s.ops] if nodes else []),
                               "yes" if s.measured else f"[yellow]no[/]: {s.reason}")
             console.print(table)  # type: ignore[attr-defined]
 

@@ -123,7 +123,8 @@ def render_diff_table(d: ScanDiff, console: Console) -> None:
         col = DIFF_COLUMNS[i]
         table.add_column(col, justify="left" if col in ("site", "kind", "died", "revived")
                          else "right", no_wrap=col not in ("died", "revived"),
-                         overflow="fold" if col in ("died", "revived") else "ellipsis")
+                         overflow="fold" if col in ("died", "revived") else "ellipsis",
+                         min_width=len(col))  # rich would fold a header too: "di/ed"
     for s, row in zip(d.sites, rows, strict=True):
         style = "red" if s.died else ("green" if s.revived else None)
         table.add_row(*(row[i] for i in keep), style=style)

@@ -31,7 +31,17 @@ def activity_range(site: Site) -> str:
     if not live.any():
         return "–"
     a = f.active_fraction[live]
-    return f"{100 * float(a.min()):.0f}–{100 * float(a.max()):.0f}%"
+    return f"{_whole_percent(float(a.min()))}–{_whole_percent(float(a.max()))}%"
+
+
+def _whole_percent(x: float) -> str:
+    """A share in whole percent that never rounds a live neuron's activity to 0 or a
+    partial one to 100: 0.12 % is "<1", 99.85 % is ">99"."""
+    if 0 < x < 0.005:
+        return "<1"
+    if 0.995 <= x < 1:
+        return ">99"
+    return f"{100 * x:.0f}"
 
 
 def _dead_cell(site: Site) -> str:
@@ -72,10 +82,13 @@ def summary_lines(result: ScanResult) -> list[str]:
         lines.append("worst sites: " + ", ".join(
             f"{w.name} {w.dead_count}/{w.info.neurons} ({_pct(w.dead_rate)})" for w in worst))
     bound = result.rule_of_three()
-    if bound is not None:
+    if bound is not None and bound >= 1:
+        lines.append(f"confidence: {result.data.samples} samples are too few to bound how often "
+                     "a neuron with no activation fires (the rule of three needs more than 3)")
+    elif bound is not None:
         lines.append(
             f"confidence: a neuron with no activation on {result.data.samples} samples fires "
-            f"on fewer than {_pct(min(bound, 1.0), 2)} of such inputs (95 %, rule of three: "
+            f"on fewer than {_pct(bound, 2)} of such inputs (95 %, rule of three: "
             f"3/N)")
     if s["nan"]:
         lines.append(f"NaN/Inf: {s['nan']} non-finite pre-activation elements, counted apart"
@@ -195,10 +208,11 @@ def per_neuron_json(site: Site) -> str:
 def per_neuron_markdown(site: Site) -> str:
     out = [f"### `{site.name}` ({site.info.kind}, {site.info.neurons} neurons)", "",
            f"{site.dead_word} indices: " + (", ".join(map(str, site.dead_indices())) or "none"),
-           "", "| neuron | status | active % | samples % | max pre | dormant score |",
-           "|---|---|---|---|---|---|"]
+           "", "| neuron | status | active % | samples % | max pre | min pre | mean \\|h\\| | "
+           "dormant score |", "|---|---|---|---|---|---|---|---|"]
     for r in per_neuron_rows(site):
         out.append(f"| {r['index']} | {r['status']} | {_pct(r['active_fraction'])} | "
                    f"{_pct(r['sample_fraction'])} | {_num(r['max_pre'])} | "
+                   f"{_num(r['min_pre'])} | {_num(r['mean_abs'])} | "
                    f"{_num(r['dormant_score'])} |")
     return "\n".join(out) + "\n"
