@@ -29,8 +29,16 @@ _SMALL_INNER = 16
 # cache between passes. Measured on a 2-core EPYC (32 MiB L3): 1-4 MiB parts beat both
 # smaller ones (per-op overhead) and whole 12-49 MiB activations (memory bandwidth).
 _PART = 2**20
+# The masked path's slices (elements): its half-dozen bool masks and float where()s of one
+# slice stay near 50 MB however large an activation is.
+_GENERAL_PART = 2**22
 # Kinds whose output is >= 0 wherever the input is finite: |h| = h.
 _NONNEGATIVE = frozenset({"relu", "relu6", "softplus", "sigmoid", "hardsigmoid"})
+
+
+# observe_input's finite mask for observe_output: one, or one per slice of the samples.
+# A slice's None: all of it finite (kept on the CPU only, where checking costs nothing).
+FiniteMask = torch.Tensor | tuple[torch.Tensor | None, ...]
 
 
 def channel_axis_for(ndim: int, channels_first: bool, override: int | None = None) -> int:
@@ -212,7 +220,7 @@ class TorchSiteAccumulator:
         return reduce, per_sample
 
     def observe_input(self, z: torch.Tensor, prelu_weight: torch.Tensor | None = None
-                      ) -> torch.Tensor | None:
+                      ) -> FiniteMask | None:
         """Fold the pre-activation in; returns what :meth:`observe_output` needs: the finite
         mask, or None when every element was finite.
 
@@ -375,9 +383,29 @@ class TorchSiteAccumulator:
             _sum_into(torch.clamp(part, *self._output_is_clamp, out=buf), fig[row])
 
     def _observe_general(self, z: torch.Tensor, prelu_weight: torch.Tensor | None
-                         ) -> torch.Tensor:
+                         ) -> FiniteMask:
+        """The masked path, over slices of at most _GENERAL_PART elements along the sample
+        axis: its masks and where()s each hold a copy of what they read, so a whole large
+        activation would cost several times its size (on a GPU every batch comes here)."""
         if z.ndim == 1:  # one value per neuron: (C, 1), or sum(dim=[]) would sum them all
             z = z.reshape(-1, 1)
+        rows = self._general_rows(z)
+        if rows is None:
+            return self._observe_general_part(z, prelu_weight)
+        masks = [self._observe_general_part(part, prelu_weight) for part in z.split(rows)]
+        if self.fast:  # on the CPU reading a value back is free: keep only masks with a hole
+            return tuple(None if bool(m.all()) else m for m in masks)
+        return tuple(masks)
+
+    def _general_rows(self, t: torch.Tensor) -> int | None:
+        """Samples per slice of the masked path, or None for the whole tensor at once."""
+        if t.ndim < 2 or self.channel_axis == 0 or t.numel() <= _GENERAL_PART \
+                or t.shape[0] < 2:
+            return None
+        return max(1, _GENERAL_PART // max(1, t.numel() // t.shape[0]))
+
+    def _observe_general_part(self, z: torch.Tensor, prelu_weight: torch.Tensor | None
+                              ) -> torch.Tensor:
         reduce, per_sample = self._dims(z.ndim)
         finite = torch.isfinite(z)
         active = active_mask(z, self.rule.intervals)
@@ -407,7 +435,7 @@ class TorchSiteAccumulator:
         self.elements += z.numel() // self.neurons
         return finite
 
-    def observe_output(self, h: torch.Tensor, finite: torch.Tensor | None) -> None:
+    def observe_output(self, h: torch.Tensor, finite: FiniteMask | None) -> None:
         h = h.detach()
         if h.ndim == 0:
             h = h.reshape(1)
@@ -449,8 +477,13 @@ class TorchSiteAccumulator:
         if h.ndim == 1:
             h = h.reshape(-1, 1)
         reduce, _ = self._dims(h.ndim)
-        magnitude = torch.where(finite, h.abs(), torch.zeros((), dtype=h.dtype, device=h.device))
-        self.acc["abs_sum"] += magnitude.sum(dim=reduce, dtype=torch.float64)
+        masks = finite if isinstance(finite, tuple) else (finite,)
+        rows = self._general_rows(h)
+        parts = h.split(rows) if len(masks) > 1 and rows is not None else (h,)
+        zero = torch.zeros((), dtype=h.dtype, device=h.device)
+        for part, mask in zip(parts, masks, strict=True):
+            magnitude = part.abs() if mask is None else torch.where(mask, part.abs(), zero)
+            self.acc["abs_sum"] += magnitude.sum(dim=reduce, dtype=torch.float64)
 
     def to_stats(self) -> NeuronStats:
         arrays = {name: t.cpu().numpy().astype(NEURON_FIELDS[name][1])

@@ -33,6 +33,7 @@ from deadrelu.backends.sites import (
     function_kinds,
     module_kind,
 )
+from deadrelu.measure import FiniteMask
 
 # Functions whose rank-3 output is (N, C, L): the channel axis of what follows is 1.
 _CHANNEL_FIRST_PRODUCERS = frozenset({
@@ -58,7 +59,7 @@ class _Frame:
     path: str
     module: torch.nn.Module
     activation: bool
-    finite: torch.Tensor | None = None
+    finite: FiniteMask | None = None
     site: str | None = None
     recorded_inside: int = 0
 
