@@ -258,16 +258,32 @@ def test_compensated_consumer_output_mean_is_restored() -> None:
     assert torch.allclose(want, got, atol=1e-4)
 
 
-@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("state_dict", ".pt2")])
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("onnx-external", ".onnx"),
+                                         ("state_dict", ".pt2")])
 def test_a_patch_stopped_before_its_check_leaves_no_model(fmt: str, suffix: str,
                                                           tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     """Ctrl-C during the re-scan of the written model left it, unverified, under -o."""
+    import onnx
+
     import deadrelu.scanner
     from deadrelu import patch
 
     real = deadrelu.scanner.scan
+    name = "planted_relu"
+    src = tmp_path.parent / f"{tmp_path.name}-src"
+    src.mkdir()
+    if fmt == "onnx-external":  # weights in model.onnx.data: the patched model's go to .data
+        model = onnx.load(str(GENERATED / FIXTURES[name]["files"]["onnx"]))
+        onnx.save_model(model, str(src / "model.onnx"), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location="model.onnx.data",
+                        size_threshold=256)
+        path, kwargs = str(src / "model.onnx"), {}
+    elif fmt == "onnx":
+        path, kwargs = str(GENERATED / FIXTURES[name]["files"]["onnx"]), {}
+    else:
+        path, kwargs = fixture_args(name, fmt)
     out = tmp_path / f"fixed{suffix}"
 
     def interrupted(model: Any, *args: Any, **kwargs: Any) -> Any:
@@ -277,9 +293,6 @@ def test_a_patch_stopped_before_its_check_leaves_no_model(fmt: str, suffix: str,
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(deadrelu.scanner, "scan", interrupted)
-    name = "planted_relu"
-    path, kwargs = ((str(GENERATED / FIXTURES[name]["files"]["onnx"]), {}) if fmt == "onnx"
-                    else fixture_args(name, fmt))
     with pytest.raises(KeyboardInterrupt):
         patch(path, _data(name), output=str(out), **kwargs)
     assert list(tmp_path.iterdir()) == []
@@ -290,4 +303,6 @@ def test_a_patch_stopped_before_its_check_leaves_no_model(fmt: str, suffix: str,
     assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"old"
     monkeypatch.setattr(deadrelu.scanner, "scan", real)
     assert patch(path, _data(name), output=str(out), **kwargs).status == "patched"
-    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() != b"old"
+    assert sorted(tmp_path.iterdir()) == sorted(
+        [out, *([tmp_path / "fixed.onnx.data"] if fmt == "onnx-external" else [])])
+    assert out.read_bytes() != b"old"

@@ -130,6 +130,11 @@ def patch(
             job.compensation[name] = text
     # Verified under a temporary name, then moved onto -o: an interrupted or failed check
     # leaves no unverified model under the name the user asked for.
+    # An ONNX model with external weights writes them to OUT.data directly: a new one goes
+    # too if the model is not verified.
+    target = Path(os.path.realpath(out))
+    weights = target.with_name(f"{target.name}.data")
+    new_weights = not weights.exists()
     pending = job.write_pending(out)
     try:
         eps = opts["settings"].eps if opts.get("settings") is not None else Settings().eps
@@ -149,10 +154,19 @@ def patch(
                                   capped)
     except BaseException:
         pending.unlink(missing_ok=True)
+        if new_weights:
+            weights.unlink(missing_ok=True)
         raise
     _install(pending, out)
     result.status = "patched"
     return result
+
+
+def _file_mode() -> int:
+    """The mode a new file gets from the umask, as open() would give it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _install(pending: Path, out: Path) -> None:
@@ -581,9 +595,7 @@ class _Job:
                 import torch
 
                 torch.save(self.patched, str(tmp))
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model file is a normal file
+            os.chmod(tmp, _file_mode())  # mkstemp makes 0600; a model file is a normal file
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise DeadReluError(f"cannot write: {exc.strerror}", path=out) from None
@@ -601,6 +613,7 @@ class _Job:
         if external_locations(onnx.load(str(self.src), load_external_data=False)):
             onnx.save_model(self.patched, str(tmp), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=f"{out.name}.data")
+            os.chmod(out.with_name(f"{out.name}.data"), _file_mode())  # onnx makes it 0600
         else:
             onnx.save_model(self.patched, str(tmp))
         check_written(self.patched, tmp)
