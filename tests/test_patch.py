@@ -288,7 +288,7 @@ def test_a_patch_stopped_before_its_check_leaves_no_model(fmt: str, suffix: str,
 
     def interrupted(model: Any, *args: Any, **kwargs: Any) -> Any:
         if str(model) != path:  # the written model, being verified
-            assert Path(model).exists() and Path(model).parent == tmp_path
+            assert Path(model).exists() and Path(model).parent.parent == tmp_path
             raise KeyboardInterrupt
         return real(model, *args, **kwargs)
 
@@ -306,3 +306,39 @@ def test_a_patch_stopped_before_its_check_leaves_no_model(fmt: str, suffix: str,
     assert sorted(tmp_path.iterdir()) == sorted(
         [out, *([tmp_path / "fixed.onnx.data"] if fmt == "onnx-external" else [])])
     assert out.read_bytes() != b"old"
+
+
+@pytest.mark.parametrize("threshold", [256, 1 << 20], ids=["weights-outside", "all-inline"])
+def test_patching_an_external_data_onnx_twice_into_one_output(
+        threshold: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-running into an existing OUT (and OUT.data, also in the cwd) failed with 'cannot
+    write: None'; a model whose weights all fit inline failed on a missing OUT.data."""
+    import onnx
+
+    from deadrelu import patch, scan
+
+    name = "planted_relu"
+    model = onnx.load(str(GENERATED / FIXTURES[name]["files"]["onnx"]))
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save_model(model, str(src / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data",
+                    size_threshold=threshold)
+    out = tmp_path / "fixed.onnx"
+    monkeypatch.chdir(tmp_path)  # onnx tests a relative location against the cwd
+    first = patch(str(src / "model.onnx"), _data(name), output=str(out))
+    second = patch(str(src / "model.onnx"), _data(name), output=str(out))
+    assert first.status == second.status == "patched"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    weights = ["fixed.onnx.data"] if threshold == 256 else []
+    assert names == sorted(["src", "fixed.onnx", *weights])  # no temporary folder left
+    assert (out.stat().st_mode & 0o777) == (0o666 & ~_umask())
+    assert sum(s.dead_count for s in scan(str(out), _data(name)).sites) == 0
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -130,11 +131,6 @@ def patch(
             job.compensation[name] = text
     # Verified under a temporary name, then moved onto -o: an interrupted or failed check
     # leaves no unverified model under the name the user asked for.
-    # An ONNX model with external weights writes them to OUT.data directly: a new one goes
-    # too if the model is not verified.
-    target = Path(os.path.realpath(out))
-    weights = target.with_name(f"{target.name}.data")
-    new_weights = not weights.exists()
     pending = job.write_pending(out)
     try:
         eps = opts["settings"].eps if opts.get("settings") is not None else Settings().eps
@@ -153,9 +149,7 @@ def patch(
         result.changes = _changes(plan, baseline, after, job.compensation, result.notes,
                                   capped)
     except BaseException:
-        pending.unlink(missing_ok=True)
-        if new_weights:
-            weights.unlink(missing_ok=True)
+        _discard(pending)
         raise
     _install(pending, out)
     result.status = "patched"
@@ -170,12 +164,22 @@ def _file_mode() -> int:
 
 
 def _install(pending: Path, out: Path) -> None:
+    """Move the verified model (and its ONNX weights file, if any) onto ``out``."""
     target = Path(os.path.realpath(out))  # a symlink stays and its target is replaced
     try:
+        weights = pending.with_name(f"{pending.name}.data")
+        if weights.exists():  # first: the model must never point at missing weights
+            os.replace(weights, target.with_name(weights.name))
         os.replace(pending, target)
     except OSError as exc:
-        pending.unlink(missing_ok=True)
         raise DeadReluError(f"cannot write: {exc.strerror}", path=out) from None
+    finally:
+        _discard(pending)
+
+
+def _discard(pending: Path) -> None:
+    """Remove the temporary folder of :meth:`_Job.write_pending` and what is left in it."""
+    shutil.rmtree(pending.parent, ignore_errors=True)
 
 
 _DATA_KEYS = ("input_shape", "batch_size", "samples", "image_size", "mean", "std",
@@ -573,17 +577,15 @@ class _Job:
 
     # ---- writing: a temporary file in the target folder, then one rename
     def write_pending(self, out: Path) -> Path:
-        """The patched model written next to ``out`` under a temporary name, which
-        :func:`_install` moves onto ``out`` once it is verified (or deletes)."""
+        """The patched model written in a temporary folder next to ``out``, under out's name
+        (an ONNX model's external weights beside it, as ``<name>.data``): :func:`_install`
+        moves them onto ``out`` once verified, :func:`_discard` deletes them."""
         # A symlink is followed: the file it points at is replaced and the link stays.
-        out = Path(os.path.realpath(out))
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix,
-                                        dir=out.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        target = Path(os.path.realpath(out))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
         try:
             if self.out_format == "onnx":
-                self._write_onnx(tmp, out)
+                self._write_onnx(tmp)
             elif self.out_format == "torch-export":
                 import torch
 
@@ -595,28 +597,45 @@ class _Job:
                 import torch
 
                 torch.save(self.patched, str(tmp))
-            os.chmod(tmp, _file_mode())  # mkstemp makes 0600; a model file is a normal file
+            for written in tmp.parent.iterdir():
+                os.chmod(written, _file_mode())  # onnx writes its .data 0600
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise DeadReluError(f"cannot write: {exc.strerror}", path=out) from None
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise
         return tmp
 
-    def _write_onnx(self, tmp: Path, out: Path) -> None:
+    def _write_onnx(self, tmp: Path) -> None:
         import onnx
 
         from deadrelu.backends.onnx_graph import external_locations
         from deadrelu.patch.onnx_rewrite import check_written
 
         if external_locations(onnx.load(str(self.src), load_external_data=False)):
-            onnx.save_model(self.patched, str(tmp), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=f"{out.name}.data")
-            os.chmod(out.with_name(f"{out.name}.data"), _file_mode())  # onnx makes it 0600
+            _save_with_weights_beside(self.patched, tmp)
         else:
             onnx.save_model(self.patched, str(tmp))
         check_written(self.patched, tmp)
+
+
+def _save_with_weights_beside(model: Any, path: Path) -> None:
+    """``model`` at ``path`` with its larger weights in ``<name>.data`` beside it, as the
+    source model kept them. onnx.save_model(save_as_external_data=True) would refuse when a
+    file of that name exists in the current directory (it tests the relative location
+    against the cwd, not the model's folder)."""
+    import sys
+
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # saving moves the bytes out of the tensors it is given
+    for tensor in copy.graph.initializer:
+        if tensor.HasField("raw_data") and sys.getsizeof(tensor.raw_data) >= 1024:
+            set_external_data(tensor, f"{path.name}.data")
+    onnx.save_model(copy, str(path))
 
 
 def _graph_label(gm: Any, node_name: str) -> str:
