@@ -8,7 +8,6 @@ score). A job runner (Slurm array, Ray, Spark) can fan a scan out and merge the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from deadrelu.backends.sites import SiteInfo, SiteResult
@@ -53,25 +52,19 @@ def _compare(first: ScanResult, other: ScanResult, path: str) -> None:
             "of one model", path=path)
 
 
-# A data file or image folder as a report names it: "val.npz (500 samples)", "imgs/ (…)".
-# In-memory data and data functions are left out: one function may give each shard its own.
-_FILE_SOURCE = re.compile(r"\S.*?(\.(npz|npy|pt|pth|csv)|/) \(")
-
-
 def _refuse_overlap(results: Sequence[ScanResult], names: Sequence[str]) -> None:
-    """A data file in two reports (a merged report and one of its shards, or one shard
-    scanned twice) would have its samples counted twice."""
+    """A data file in two reports (a merged report and one of its shards, one shard scanned
+    twice, or two prefixes of one file with --samples) would have samples counted twice.
+    Files are compared by resolved path, so shards of one name in different folders merge;
+    in-memory data and data functions name no file and are not compared."""
     seen: dict[str, str] = {}
     for result, name in zip(results, names, strict=True):
-        for part in result.data.source.split(" + "):
-            if not _FILE_SOURCE.match(part):
-                continue
-            if part in seen:
+        for path in result.data.files:
+            if path in seen:
                 raise DeadReluError(
-                    f"scanned {part}, as {seen[part]} did: merging them would count those "
-                    "samples twice (if they are different files of one name, give them "
-                    "distinct names)", path=name)
-            seen[part] = name
+                    f"scanned {path}, as {seen[path]} did: merging them would count its "
+                    "samples twice", path=name)
+            seen[path] = name
 
 
 def _short(sha: str | None) -> str:
@@ -97,7 +90,8 @@ def merge_results(results: Sequence[ScanResult], paths: Sequence[str] | None = N
         merged.append(SiteResult(site.info, stats))
     data = DataInfo(" + ".join(r.data.source for r in results),
                     sum(r.data.samples for r in results),
-                    any(r.data.synthetic for r in results))
+                    any(r.data.synthetic for r in results),
+                    tuple(f for r in results for f in r.data.files))
     notes = list(dict.fromkeys(n for r in results for n in r.notes))
     return ScanResult.build(first.model, data, first.settings, merged, notes,
                             first.extra_settings)

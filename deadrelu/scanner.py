@@ -232,7 +232,10 @@ def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settin
         extra["compile"] = True
     if low_precision:
         extra["dtype"] = str(getattr(backend, "dtype", "")).replace("torch.", "")
-    return ScanResult.build(model_info, DataInfo(source.description, seen, source.synthetic),
+    files = (os.path.realpath(source.path),) if source.path and not source.synthetic \
+        and os.path.exists(source.path) else ()
+    return ScanResult.build(model_info, DataInfo(source.description, seen, source.synthetic,
+                                                 files),
                             settings, results, notes, extra)
 
 

@@ -46,7 +46,8 @@ def test_json_report_validates_and_goes_to_stdout_alone() -> None:
     jsonschema.validate(report, json_schema())
     assert report["model"]["format"] == "torch-checkpoint"
     assert report["data"] == {"source": "digits_test.npz (500 samples)", "samples": 500,
-                              "synthetic": False}
+                              "synthetic": False,
+                              "files": [str(Path(DIGITS_DATA).resolve())]}
     assert [s["name"] for s in report["sites"]] == [s["name"] for s in DIGITS["sites"]]
     assert report["summary"]["dead"] == sum(len(s["dead"]) for s in DIGITS["sites"])
     assert report["summary"]["fire_rate_bound_95"] == pytest.approx(3 / 500)

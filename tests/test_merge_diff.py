@@ -30,6 +30,7 @@ def _scan_json(model: list[str], data: Path, out: Path) -> dict[str, Any]:
 def _without_data_source(d: dict[str, Any]) -> dict[str, Any]:
     d = json.loads(json.dumps(d))
     d["data"].pop("source")
+    d["data"].pop("files", None)
     return d
 
 
@@ -165,15 +166,36 @@ def test_merge_refuses_reports_that_scanned_the_same_data_file(tmp_path: Path) -
     _scan_json(model_args(name), second, tmp_path / "s2.json")
     assert cli("merge", tmp_path / "s1.json", tmp_path / "s2.json", "-o",
                tmp_path / "all.json").exit_code == 0
-    # A merged report and one of its shards; one shard scanned twice (another report name).
+    # A merged report and one of its shards; one shard scanned twice; two prefixes of one
+    # file (--samples 8 and 16: the first 8 samples twice).
     _scan_json(model_args(name), first, tmp_path / "again.json")
-    for pair in [("all.json", "s1.json"), ("s1.json", "again.json")]:
+    for n in (8, 16):
+        res = cli("scan", *model_args(name), "--data", first, "-n", n, "-f", "json", "-o",
+                  tmp_path / f"n{n}.json")
+        assert res.exit_code == 0, res.stderr
+    for pair in [("all.json", "s1.json"), ("s1.json", "again.json"), ("n8.json", "n16.json")]:
         res = cli("merge", *(tmp_path / p for p in pair), "-o", tmp_path / "m.json")
         assert res.exit_code == 2 and res.stdout == ""
-        assert res.stderr.startswith(f"deadrelu: error: {tmp_path / pair[1]}: scanned "
-                                     f"{first.name} (")
-        assert f"as {tmp_path / pair[0]} did" in res.stderr and res.stderr.count("\n") == 1
+        assert res.stderr == (f"deadrelu: error: {tmp_path / pair[1]}: scanned "
+                              f"{first.resolve()}, as {tmp_path / pair[0]} did: merging them "
+                              "would count its samples twice\n")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_merge_takes_shards_of_one_name_in_different_folders(tmp_path: Path) -> None:
+    """Compared by resolved path, not by the name a report shows (val.npz in s0/ and s1/)."""
+    import shutil
+
+    name = "planted_relu"
+    first, second = shards(name, tmp_path, 32)
+    for i, shard in enumerate((first, second)):
+        (tmp_path / f"s{i}").mkdir()
+        shutil.copy(shard, tmp_path / f"s{i}" / "val.npz")
+        _scan_json(model_args(name), tmp_path / f"s{i}" / "val.npz", tmp_path / f"r{i}.json")
+    res = cli("merge", tmp_path / "r0.json", tmp_path / "r1.json", "-f", "json")
+    assert res.exit_code == 0, res.stderr
+    whole = load_report(report(name, tmp_path))
+    assert json.loads(res.stdout)["data"]["samples"] == whole.data.samples
 
 
 def test_merge_of_in_memory_scans_is_not_refused() -> None:

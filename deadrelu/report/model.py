@@ -36,6 +36,8 @@ class DataInfo:
     source: str
     samples: int
     synthetic: bool
+    # The data files and folders read, resolved: merge refuses two reports of one file.
+    files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -187,7 +189,8 @@ class ScanResult:
             "model": {"path": self.model.path, "format": self.model.format,
                       "sha256": self.model.sha256},
             "data": {"source": self.data.source, "samples": self.data.samples,
-                     "synthetic": self.data.synthetic},
+                     "synthetic": self.data.synthetic,
+                     **({"files": list(self.data.files)} if self.data.files else {})},
             "settings": settings,
             "summary": self.summary(),
             "notes": self.notes,
@@ -228,7 +231,8 @@ class ScanResult:
                 results.append(SiteResult(info, stats))
             m, data = d["model"], d["data"]
             return cls.build(ModelInfo(m["path"], m["format"], m.get("sha256")),
-                             DataInfo(data["source"], data["samples"], data["synthetic"]),
+                             DataInfo(data["source"], data["samples"], data["synthetic"],
+                                      tuple(data.get("files") or ())),
                              settings, results, list(d.get("notes") or []), extra)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DeadReluError(f"not a valid deadrelu report: {type(exc).__name__} {exc}",
