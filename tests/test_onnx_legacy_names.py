@@ -140,3 +140,115 @@ def test_node_names_of_other_producers_are_kept(tmp_path: Path) -> None:
     proto.producer_name = "pytorch"
     assert [s.name for s in find_sites(proto)] == [
         "gelu", "root/silu", "root/sigmoid", "root/tanh", "relu"]
+
+
+def _scan_both(model: nn.Module, x: np.ndarray, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """The site names of the eager model's scan and of its legacy export's, checking that
+    the dead indices agree site by site."""
+    np.savez(tmp_path / "data.npz", x=x)
+    path = _export_legacy(model, torch.from_numpy(x[:2]), tmp_path / "model.onnx")
+    eager = scan(model, str(tmp_path / "data.npz"))
+    got = scan(path, str(tmp_path / "data.npz"))
+    assert [s.dead_indices() for s in got.sites] == [s.dead_indices() for s in eager.sites]
+    return [s.name for s in eager.sites], [s.name for s in got.sites]
+
+
+class _OwnSuffixes(nn.Module):
+    """Modules whose own names end in _k, each called before any module of the name without
+    it (relu_1, blk_2), and one module called twice (act: its scopes act, act_1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = nn.Linear(4, 6)
+        self.relu_1 = nn.ReLU()
+        self.fc2 = nn.Linear(6, 6)
+        self.relu = nn.ReLU()
+        self.blk_2 = _Block()
+        self.blk = _Block()
+        self.act = nn.Tanh()
+        with torch.no_grad():
+            self.fc1.bias[:3] = -100.0  # dead in relu_1
+            self.fc2.bias[4:] = -100.0  # dead in relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.fc2(self.relu_1(self.fc1(x))))
+        x = self.blk(self.blk_2(x[:, :4]))
+        return self.act(self.act(x))
+
+
+def test_module_names_ending_in_k_are_not_taken_for_repeated_calls(tmp_path: Path) -> None:
+    model = _OwnSuffixes().eval()
+    x = np.random.default_rng(2).standard_normal((32, 4)).astype(np.float32)
+    eager, got = _scan_both(model, x, tmp_path)
+    assert eager == ["relu_1", "relu", "blk_2/relu", "blk_2.act", "blk/relu", "blk.act",
+                     "act", "act#2"]
+    assert got == eager
+    # The export's scopes: /relu_1/ comes before any /relu/, so it is relu_1's own name;
+    # /act_1/ comes after /act/, so it is act's second call.
+    nodes = [s.node for s in find_sites(onnx.load(str(tmp_path / "model.onnx")))]
+    assert nodes[:2] == ["/relu_1/Relu", "/relu/Relu"]
+    assert nodes[-2:] == ["/act/Tanh", "/act_1/Tanh"]
+
+
+class _Fn(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) * torch.sigmoid(x)
+
+
+class _Enc(nn.Module):
+    """ModuleLists and Sequentials inside a called module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Sequential(nn.Linear(4, 4), nn.ReLU()), _Fn()])
+        self.seq = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.ReLU6()))
+        self.acts = nn.ModuleList([nn.ReLU(), nn.GELU()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        x = self.seq(x)
+        for act in self.acts:
+            x = act(x)
+        return x
+
+
+class _Lists(nn.Module):
+    """ModuleList items: activation modules (one called twice), modules calling functional
+    activations, a nested ModuleList, and the lists of a called module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fcs = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+        self.acts = nn.ModuleList([nn.ReLU(), nn.ReLU()])
+        self.blocks = nn.ModuleList([_Fn(), _Fn()])
+        self.nested = nn.ModuleList([nn.ModuleList([nn.ELU()])])
+        self.enc = _Enc()
+        with torch.no_grad():
+            self.fcs[1].bias[:2] = -100.0  # dead in acts.1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for fc, act in zip(self.fcs, self.acts, strict=True):
+            x = act(fc(x))
+        x = self.acts[0](x)
+        for block in self.blocks:
+            x = block(x)
+        return self.enc(self.nested[0][0](x))
+
+
+def test_module_list_items_are_named_by_their_full_paths(tmp_path: Path) -> None:
+    model = _Lists().eval()
+    x = np.random.default_rng(3).standard_normal((32, 4)).astype(np.float32)
+    eager, got = _scan_both(model, x, tmp_path)
+    assert eager == [
+        "acts.0", "acts.1", "acts.0#2", "blocks.0/relu", "blocks.0/sigmoid", "blocks.1/relu",
+        "blocks.1/sigmoid", "nested.0.0", "enc.layers.0.1", "enc.layers.1/relu",
+        "enc.layers.1/sigmoid", "enc.seq.0.1", "enc.acts.0", "enc.acts.1"]
+    assert got == eager
+    # No scope for a list (never called): its name is in its items' segments.
+    nodes = [s.node for s in find_sites(onnx.load(str(tmp_path / "model.onnx")))]
+    assert nodes[:3] == ["/acts.0/Relu", "/acts.1/Relu", "/acts.0_1/Relu"]
+    assert nodes[8:12] == ["/enc/layers.0/layers.0.1/Relu", "/enc/layers.1/Relu",
+                           "/enc/layers.1/Sigmoid", "/enc/seq/seq.0/seq.0.1/Clip"]
