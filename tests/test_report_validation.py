@@ -103,3 +103,27 @@ def test_accumulators_must_have_one_value_per_neuron(report: dict[str, Any],
     bad = tmp_path / "short.json"
     bad.write_text(json.dumps(short))
     assert_user_error(run("report", str(bad)), "neurons but", "positive values")
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("max_pre", float("nan"), "site 'features.3' has a NaN max_pre value"),
+    ("abs_sum", float("nan"), "site 'features.3' has a NaN abs_sum value"),
+    ("positive", -1, "sites[1].accumulators.positive"),  # the schema's minimum
+    ("active", 10**9, "site 'features.3' has an impossible active count"),
+    ("active_samples", 65, "site 'features.3' has an impossible active_samples count"),
+    ("abs_sum", -1.0, "site 'features.3' has a negative abs_sum"),
+])
+@pytest.mark.parametrize("command", ["report", "merge"])
+def test_accumulators_no_scan_can_make_are_refused(report: dict[str, Any], tmp_path: Path,
+                                                    field: str, value: float, words: str,
+                                                    command: str) -> None:
+    """NaN (which JSON parsers accept) made merge crash writing its output; negative or
+    too-large counts were accepted."""
+    values = list(report["sites"][1]["accumulators"][field])
+    values[0] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_set(report, ("sites", 1, "accumulators", field), values)))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(report))
+    args = ["report", str(bad)] if command == "report" else ["merge", str(good), str(bad)]
+    assert_user_error(run(*args), str(bad), words)

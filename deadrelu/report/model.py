@@ -228,6 +228,10 @@ class ScanResult:
                             f"not a valid deadrelu report: site {info.name!r} has "
                             f"{info.neurons} neurons but {len(values)} {field} values",
                             path=source)
+                problem = _impossible(stats)
+                if problem is not None:
+                    raise DeadReluError(f"not a valid deadrelu report: site {info.name!r} "
+                                        f"has {problem}", path=source)
                 results.append(SiteResult(info, stats))
             m, data = d["model"], d["data"]
             return cls.build(ModelInfo(m["path"], m["format"], m.get("sha256")),
@@ -237,6 +241,24 @@ class ScanResult:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DeadReluError(f"not a valid deadrelu report: {type(exc).__name__} {exc}",
                                 path=source) from None
+
+
+def _impossible(stats: NeuronStats) -> str | None:
+    """What no scan can produce in these accumulators (a hand-edited or damaged report), or
+    None. JSON parsers take NaN; counts are within the elements and samples seen."""
+    a = stats.arrays
+    for name, values in a.items():
+        if np.isnan(values).any():
+            return f"a NaN {name} value"
+    # Each count is at most its bound: finite elements of elements seen, and so on.
+    within = {"finite": stats.elements, "active": a["finite"], "positive": a["finite"],
+              "at_cap": a["finite"], "active_samples": stats.samples}
+    for name, bound in within.items():
+        if (a[name] < 0).any() or (a[name] > bound).any():
+            return f"an impossible {name} count (negative, or more than can have been seen)"
+    if (a["abs_sum"] < 0).any():
+        return "a negative abs_sum"
+    return None
 
 
 def json_schema() -> dict[str, Any]:
