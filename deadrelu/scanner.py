@@ -61,7 +61,7 @@ def _load_file(path: Path, fmt: str, info: ModelInfo, arch: str | None,
         from deadrelu.backends.torch_loading import load_export
 
         program = load_export(path)
-        return TorchBackend(fmt, export_inputs(program), program=program)
+        return TorchBackend(fmt, export_inputs(program), program=program, path=str(path))
     if fmt == "onnx":
         from deadrelu.backends.onnx_backend import load_onnx_backend
 

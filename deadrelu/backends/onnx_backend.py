@@ -35,6 +35,7 @@ from deadrelu.backends.onnx_instrument import (
 from deadrelu.backends.onnx_sites import OnnxSite, find_sites
 from deadrelu.backends.sites import SiteInfo, SiteRegistry, SiteResult
 from deadrelu.data import InputSpec
+from deadrelu.data.source import fixed_batch_of
 from deadrelu.errors import DeadReluError, first_line
 from deadrelu.stats import NeuronStats
 
@@ -88,12 +89,7 @@ class OnnxBackend:
     def fixed_batch(self) -> tuple[str, int] | None:
         """(an input, N) when the graph fixes axis 0 of its inputs to N, as an export without
         a dynamic batch axis does: onnxruntime then takes batches of exactly N samples."""
-        fixed: list[tuple[str, int]] = []
-        for spec in self.inputs:
-            n = spec.shape[0] if spec.shape else None
-            if n:
-                fixed.append((spec.name, n))
-        return fixed[0] if fixed and all(n == fixed[0][1] for _, n in fixed) else None
+        return fixed_batch_of(self.inputs)
 
     def static_sites(self) -> list[tuple[str, str]]:
         return [(s.name, s.kind) for s in self.sites]

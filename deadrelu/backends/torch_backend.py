@@ -18,7 +18,8 @@ from deadrelu.backends.torch_compile import CompiledScan
 from deadrelu.backends.torch_eager import capture
 from deadrelu.backends.torch_export import instrument, planned_sites
 from deadrelu.data import InputSpec
-from deadrelu.errors import DeadReluError
+from deadrelu.data.source import fixed_batch_of
+from deadrelu.errors import DeadReluError, first_line
 
 OnBatch = Callable[[int], None]
 
@@ -160,6 +161,43 @@ class TorchBackend:
     program: Any = None  # torch.export.ExportedProgram
     dtype: torch.dtype | None = None  # --dtype: run weights and float inputs in this type
     compile: bool = False  # --compile: statistics inside a torch.compile'd graph
+    path: str | None = None  # the model file, named by errors about the model itself
+
+    def fixed_batch(self) -> tuple[str, int] | None:
+        """(an input, N) when the exported program fixes axis 0 of its inputs to N, as
+        ``torch.export`` without ``dynamic_shapes`` does: its guards then refuse any batch of
+        another size. A dim from ``dynamic_shapes`` is symbolic (None in ``inputs``)."""
+        if self.program is None:
+            return None  # an eager module takes any batch size
+        return fixed_batch_of(self.inputs)
+
+    def _check_batch(self, batch: Mapping[str, np.ndarray], source: str, seen: int) -> None:
+        """Refuse a batch whose size the program's guards would refuse with an assertion;
+        ``seen``: the samples before this batch, for the message."""
+        for spec in self.inputs:
+            n = spec.shape[0] if spec.shape else None
+            got = np.shape(batch[spec.name])[0] if np.ndim(batch[spec.name]) else None
+            if n and got is not None and got != n:
+                raise self._batch_error(spec.name, n, got, seen, source)
+
+    def _batch_error(self, name: str, n: int, got: int, seen: int,
+                     source: str) -> DeadReluError:
+        # A sample count known up front is checked before the scan (scanner); this is data
+        # that told only now, such as a --data function's irregular batches.
+        head = (f"input {name!r} has a fixed batch size of {n} (torch.export without "
+                f"dynamic_shapes)")
+        hint = "or export with dynamic_shapes"
+        # The model file leads the line when known; the data is named in the sentence then.
+        data = f"the data ({source})" if self.path else "the data"
+        samples = f"{got} sample{'s' if got != 1 else ''}"
+        if got > n or not seen:
+            what = "first batch" if not seen and got < n else "batch"
+            return DeadReluError(f"{head} but {data} gave a {what} of {samples}: feed "
+                                 f"batches of exactly {n}, {hint}", path=self.path or source)
+        return DeadReluError(f"{head} but {data} gave a short batch of {samples} after "
+                             f"{seen:,} ({seen + got:,} so far): feed batches of exactly {n} "
+                             f"(--samples {seen}, a multiple of {n}), {hint}",
+                             path=self.path or source)
 
     def image_channels(self) -> int | None:
         if self.module is not None:
@@ -206,8 +244,11 @@ class TorchBackend:
                 dtypes = [_module_dtype(module)] * len(self.inputs)
             if self.dtype is not None:
                 dtypes = [self.dtype] * len(self.inputs)  # _to_tensor casts floats only
+            seen = 0
             for batch in batches:
                 check_shapes(batch, self.inputs, source)
+                if self.program is not None:
+                    self._check_batch(batch, source, seen)
                 args = [_to_tensor(batch[s.name], dt, device)
                         for s, dt in zip(self.inputs, dtypes, strict=False)]
                 registry.begin_forward()
@@ -215,6 +256,15 @@ class TorchBackend:
                     fn(*args)
                 except DeadReluError:
                     raise
+                except AssertionError as exc:
+                    # An exported program's guard: a shape its export did not allow.
+                    text = first_line(exc)
+                    if self.program is None or not text.startswith("Guard failed"):
+                        raise
+                    shapes = ", ".join(f"{s.name!r} has shape {tuple(a.shape)}"
+                                       for s, a in zip(self.inputs, args, strict=False))
+                    raise DeadReluError(f"the data does not fit the exported program: input "
+                                        f"{shapes} ({text})", path=source) from None
                 except (RuntimeError, ValueError, IndexError, TypeError) as exc:
                     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     if _raised_in_deadrelu(exc):
@@ -233,6 +283,8 @@ class TorchBackend:
                     raise DeadReluError(
                         f"the data does not fit the model: input {shapes}{hint} ({text})",
                         path=source) from None
+                size = int(args[0].shape[0]) if args and args[0].ndim else 1
+                seen += size
                 if on_batch is not None:
-                    on_batch(int(args[0].shape[0]) if args and args[0].ndim else 1)
+                    on_batch(size)
         return registry.results()
