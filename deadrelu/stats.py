@@ -153,17 +153,21 @@ def _margin(a: Mapping[str, np.ndarray], dead: np.ndarray, kind_name: str,
     """How near the site's dead neurons came to life. Below the active set (ReLU's z <= 0):
     the largest pre-activation any reached. A neuron dead *above* it (ReLU6 past its cap, a
     sigmoid saturated high) is far from life by its smallest pre-activation instead: those
-    count only when the site has no dead neuron below."""
+    count only when the site has no dead neuron below. A neuron seen on both sides (never
+    inside) belongs to neither group."""
     if not dead.any():
         return None
     scalar = {k: v for k, v in params.items() if isinstance(v, (int, float, str))}
     base = "relu" if kind_name == "prelu" else kind_name
     top = max((iv.hi for iv in active_set(base, eps, **scalar)), default=np.inf)
     above = dead & (a["min_pre"] >= top)
-    below = dead & ~above
+    below = dead & (a["max_pre"] < top)
     if below.any():
         return float(a["max_pre"][below].max())
-    return float(a["min_pre"][above].min())
+    if above.any():
+        return float(a["min_pre"][above].min())
+    # Only neurons seen on both sides of the active set, never inside it.
+    return float(a["max_pre"][dead].max())
 
 
 def derive(stats: NeuronStats, kind_name: str, params: Mapping[str, Any],

@@ -327,7 +327,7 @@ def test_pt_list_of_alike_tensors_is_refused_not_cut_to_its_first(tmp_path: Path
     p = tmp_path / "d.pt"
     torch.save([torch.ones(4, 2), torch.ones(3, 2)], p)
     msg = error(open_data, str(p), X)
-    assert msg.startswith(f"{p}: holds a list of 2 tensors shaped alike (2,)")
+    assert msg.startswith(f"{p}: holds a list of 2 tensors of shape (4, 2) (axis 0 aside)")
     assert "torch.cat" in msg
     # Inputs and labels of another shape stay (inputs, labels).
     torch.save([torch.ones(4, 2), torch.zeros(4)], p)
@@ -354,7 +354,7 @@ def test_pt_pickled_module_is_refused(tmp_path: Path) -> None:
     (3, "holds a int, not data"),
     ({"model": {"w": torch.ones(1)}, "epoch": 3}, "checkpoint"),
     ({"x": "text"}, "is a str, not a tensor"),
-    ([torch.ones(2, 2)], "1 tensors but the model has 2"),
+    ([torch.ones(2, 2)], "a list of 1 tensor but the model has 2 inputs"),
 ])
 def test_pt_bad_contents(tmp_path: Path, obj: Any, words: str) -> None:
     p = tmp_path / "d.pt"

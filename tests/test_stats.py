@@ -124,6 +124,9 @@ def test_margin_is_measured_from_the_side_of_life_a_neuron_died_on() -> None:
     sig = torch.tensor([[-12.0, 10.0, 0.5], [-11.0, 14.0, -0.5]])
     assert margin("sigmoid", sig) == -11.0
     assert margin("sigmoid", sig[:, 1:]) == 10.0
+    # A neuron seen only at -100 and +100 is not "below": the one dead at -29.9 is nearest.
+    both = torch.tensor([[-100.0, -29.9, 0.5], [100.0, -35.0, -0.5]])
+    assert margin("sigmoid", both) == pytest.approx(-29.9)
 
 
 def _stats_of(chunks: list[torch.Tensor], kind: str = "gelu") -> NeuronStats:

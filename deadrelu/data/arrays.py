@@ -132,8 +132,9 @@ def from_torch(path: Path, opts: Opts) -> DataSource:
     elif isinstance(obj, (list, tuple)):
         if len(obj) < len(opts.inputs):
             raise DeadReluError(
-                f"holds a {type(obj).__name__} of {len(obj)} tensors but the model has "
-                f"{len(opts.inputs)} inputs", path=label)
+                f"holds a {type(obj).__name__} of {len(obj)} tensor"
+                f"{'s' if len(obj) != 1 else ''} but the model has {len(opts.inputs)} input"
+                f"{'s' if len(opts.inputs) != 1 else ''}", path=label)
         _refuse_alike_items(obj, len(opts.inputs), label)
         named = {i.name: obj[k] for k, i in enumerate(opts.inputs)}
         what = {i.name: f"item {k} of {path.name}" for k, i in enumerate(opts.inputs)}
@@ -157,8 +158,8 @@ def _refuse_alike_items(items: list[Any] | tuple[Any, ...], inputs: int, label: 
         return
     if len({(tuple(t.shape[1:]), t.dtype) for t in items}) == 1:
         raise DeadReluError(
-            f"holds a {type(items).__name__} of {len(items)} tensors shaped alike "
-            f"{tuple(items[0].shape[1:])} for a model with {inputs} input"
+            f"holds a {type(items).__name__} of {len(items)} tensors of shape "
+            f"{tuple(items[0].shape)} (axis 0 aside) for a model with {inputs} input"
             f"{'s' if inputs != 1 else ''}: batches, or inputs and targets? Save batches "
             "as one tensor (torch.cat) or inputs as a dict {'<input name>': tensor}",
             path=label)

@@ -92,7 +92,8 @@ def summary_lines(result: ScanResult) -> list[str]:
             f"3/N)")
     if s["nan"]:
         lines.append(f"NaN/Inf: {s['nan']} non-finite pre-activation elements, counted apart"
-                     + (f"; {s['unobserved']} neurons saw nothing else (unobserved)"
+                     + (f"; {s['unobserved']} neuron{'s' if s['unobserved'] != 1 else ''} "
+                        "saw nothing else (unobserved)"
                         if s["unobserved"] else ""))
     return lines
 
