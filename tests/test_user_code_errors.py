@@ -96,3 +96,58 @@ def test_data_of_the_wrong_shape_gets_torchs_reason(fmt: str, shape: tuple[int, 
         assert w not in r.stderr
     if fmt == "state_dict" and shape[1] == 3:
         assert "its first layer features.0 (Conv2d) expects 1 channels" in r.stderr
+
+
+def test_ctrl_c_is_exit_130_with_one_line_even_inside_an_extensions_import(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGINT while onnxruntime initialises surfaces as 'ImportError: initialization failed'
+    (a traceback and exit 1, the code check uses for a failed limit)."""
+    import typer
+
+    from deadrelu.cli import common
+
+    def run(error: BaseException, sigint: bool) -> int | None:
+        monkeypatch.setattr(common._SIGINT, "seen", sigint)
+        try:
+            with common.user_errors():
+                raise error
+        except typer.Exit as exc:
+            return exc.exit_code
+        return None
+
+    assert run(KeyboardInterrupt(), False) == 130
+    assert run(ImportError("initialization failed"), True) == 130
+    assert capsys.readouterr().err == "deadrelu: interrupted\ndeadrelu: interrupted\n"
+    with pytest.raises(ImportError):  # without a Ctrl-C it is a real failure: a traceback
+        run(ImportError("initialization failed"), False)
+    with pytest.raises(KeyboardInterrupt):
+        common.on_sigint(2, None)
+    assert common._SIGINT.seen
+
+
+def test_ctrl_c_during_a_scan_exits_130(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import FIXTURES, GENERATED, ROOT
+
+    code = ("import time\n"
+            "def slow():\n"
+            "    import numpy as np\n"
+            "    while True:\n"
+            "        time.sleep(0.05)\n"
+            "        yield np.zeros((4, 1, 8, 8), np.float32)\n")
+    (tmp_path / "slowdata.py").write_text(code)
+    f = FIXTURES["digits_cnn"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deadrelu", "scan", str(GENERATED / f["files"]["onnx"]),
+         "--data", f"{tmp_path / 'slowdata.py'}:slow", "-o", str(tmp_path / "out.json")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # imports, model load, a few batches
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "deadrelu: interrupted" and "Traceback" not in err
+    assert not (tmp_path / "out.json").exists()

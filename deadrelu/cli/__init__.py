@@ -66,8 +66,15 @@ app.command("report")(report_command)
 
 def main() -> None:
     """The console script: Typer's parsing, with a usage error as one line (design.md §2)."""
+    import signal
+
+    from deadrelu.cli.common import interrupted, on_sigint
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         code = app(standalone_mode=False)
+    except KeyboardInterrupt:  # outside a command's own handling (start-up, parsing)
+        sys.exit(interrupted().exit_code)
     except Exception as exc:
         # Typer's usage errors (bad value, unknown option, missing argument) carry an exit
         # code and a message; standalone mode would draw them as a multi-line panel.

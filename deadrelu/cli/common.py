@@ -129,8 +129,28 @@ def user_errors() -> Iterator[None]:
     except DeadReluError as exc:
         raise fail(str(exc).replace("\n", " ")) from None
     except KeyboardInterrupt:
-        typer.echo("deadrelu: interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted() from None
+    except ImportError:
+        # Ctrl-C while a compiled extension (onnxruntime) initialises surfaces as
+        # "ImportError: initialization failed", not as KeyboardInterrupt.
+        if _SIGINT.seen:
+            raise interrupted() from None
+        raise
+
+
+class _SIGINT:
+    seen = False  # set by the handler main() installs
+
+
+def on_sigint(signum: int, frame: object) -> None:
+    """Python's own behaviour (KeyboardInterrupt), remembered for :func:`user_errors`."""
+    _SIGINT.seen = True
+    raise KeyboardInterrupt
+
+
+def interrupted() -> typer.Exit:
+    typer.echo("deadrelu: interrupted", err=True)
+    return typer.Exit(130)
 
 
 def warn(message: str) -> None:
