@@ -73,24 +73,6 @@ def test_an_explicit_other_batch_size_is_one_line(net: nn.Module, data: str,
                       "fixed batch size of 4, not 8", "--batch-size 4")
 
 
-@pytest.mark.parametrize(("samples", "fragments"), [
-    ("10", ("10 samples", "short last batch", "--samples 8")),
-    ("3", ("3 samples", "at least 4")),
-])
-def test_a_sample_count_that_is_not_whole_batches_is_refused_before_running(
-        net: nn.Module, data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        samples: str, fragments: tuple[str, ...]) -> None:
-    from deadrelu.backends.torch_backend import TorchBackend
-
-    def must_not_run(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the model ran")
-
-    monkeypatch.setattr(TorchBackend, "run", must_not_run)
-    model = _export(net, 4, tmp_path / "b4.pt2")
-    assert_user_error(run("scan", model, "--data", data, "-n", samples), "b4.pt2",
-                      "'x'", "fixed batch size of 4", *fragments)
-
-
 @pytest.mark.parametrize(("batch", "samples"), [(2, 64), (3, 63)])
 def test_synthetic_inputs_come_in_whole_static_batches(net: nn.Module, tmp_path: Path,
                                                        batch: int, samples: int) -> None:

@@ -127,17 +127,21 @@ def test_a_config_batch_size_counts_as_given(net: nn.Module, data: str, tmp_path
     ("10", ("10 samples", "short last batch", "--samples 8")),
     ("3", ("3 samples", "at least 4")),
 ])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_a_sample_count_that_is_not_whole_batches_is_refused_before_running(
         net: nn.Module, data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        samples: str, fragments: tuple[str, ...]) -> None:
+        samples: str, fragments: tuple[str, ...], fmt: str) -> None:
+    """ONNX, and a .pt2 exported without dynamic_shapes (tests/test_export_fixed_batch.py)."""
     from deadrelu.backends.onnx_backend import OnnxBackend
+    from deadrelu.backends.torch_backend import TorchBackend
+    from tests.test_export_fixed_batch import _export as export_pt2
 
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model ran")
 
-    monkeypatch.setattr(OnnxBackend, "run", must_not_run)
-    model = _export(net, 4, tmp_path / "b4.onnx")
-    assert_user_error(run("scan", model, "--data", data, "-n", samples), "b4.onnx",
+    monkeypatch.setattr(OnnxBackend if fmt == "onnx" else TorchBackend, "run", must_not_run)
+    model = (_export if fmt == "onnx" else export_pt2)(net, 4, tmp_path / f"b4.{fmt}")
+    assert_user_error(run("scan", model, "--data", data, "-n", samples), f"b4.{fmt}",
                       "'x'", "fixed batch size of 4", *fragments)
 
 
