@@ -15,7 +15,7 @@ from torch import nn
 from deadrelu import scan
 from deadrelu.errors import DeadReluError
 from tests.test_cli import assert_user_error, run
-from tests.test_onnx_fixed_batch import _assert_same_as_eager, _Net
+from tests.test_onnx_fixed_batch import _assert_same_as_eager, _Net, write_data
 
 
 def _export(model: nn.Module, batch: int, path: Path, *, dynamic: bool = False) -> str:
@@ -32,9 +32,7 @@ def net() -> nn.Module:
 
 @pytest.fixture
 def data(tmp_path: Path) -> str:
-    x = np.random.default_rng(1).standard_normal((40, 3, 6, 6)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x)
-    return str(tmp_path / "data.npz")
+    return write_data(tmp_path)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -129,16 +127,3 @@ def test_the_batch_error_names_the_model_file_when_the_backend_knows_it(
         f"{model}: input 'x' has a fixed batch size of 2 (torch.export without "
         "dynamic_shapes) but the data (fn.py:f) gave a batch of 3 samples: feed batches of "
         "exactly 2, or export with dynamic_shapes")
-
-
-def test_patch_takes_the_static_batch_and_refuses_a_short_one(net: nn.Module, data: str,
-                                                              tmp_path: Path) -> None:
-    model = _export(net, 4, tmp_path / "b4.pt2")
-    out = tmp_path / "patched.pt2"
-    r = run("patch", model, "--data", data, "-o", out)
-    assert r.exit_code == 0, r.stderr
-    assert out.exists() and "2 → 0" in r.stdout  # both planted channels revived
-    out.unlink()
-    assert_user_error(run("patch", model, "--data", data, "-n", "10", "-o", out),
-                      "use --samples 8 (a multiple of 4)")
-    assert not out.exists()

@@ -55,11 +55,16 @@ def net() -> nn.Module:
     return _Net().eval()
 
 
+def write_data(folder: Path) -> str:
+    """40 samples for _Net in folder/data.npz (the .pt2 tests use them too)."""
+    x = np.random.default_rng(1).standard_normal((40, 3, 6, 6)).astype(np.float32)
+    np.savez(folder / "data.npz", x=x)
+    return str(folder / "data.npz")
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> str:
-    x = np.random.default_rng(1).standard_normal((40, 3, 6, 6)).astype(np.float32)
-    np.savez(tmp_path / "data.npz", x=x)
-    return str(tmp_path / "data.npz")
+    return write_data(tmp_path)
 
 
 def _assert_same_as_eager(report: dict, eager: object) -> None:
@@ -174,10 +179,13 @@ def test_synthetic_inputs_come_in_whole_fixed_batches(net: nn.Module, tmp_path: 
     assert report["sites"][0]["dead_indices"] == [0, 1]
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_patch_takes_the_fixed_batch_and_refuses_a_short_one(net: nn.Module, data: str,
-                                                             tmp_path: Path) -> None:
-    model = _export(net, 4, tmp_path / "b4.onnx")
-    out = tmp_path / "patched.onnx"
+                                                             tmp_path: Path, fmt: str) -> None:
+    from tests.test_export_fixed_batch import _export as export_pt2
+
+    model = (_export if fmt == "onnx" else export_pt2)(net, 4, tmp_path / f"b4.{fmt}")
+    out = tmp_path / f"patched.{fmt}"
     r = run("patch", model, "--data", data, "-o", out)
     assert r.exit_code == 0, r.stderr
     assert out.exists() and "2 → 0" in r.stdout  # both planted channels revived
