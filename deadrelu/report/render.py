@@ -37,11 +37,12 @@ def activity_range(site: Site) -> str:
 def _whole_percent(x: float) -> str:
     """A share in whole percent that never rounds a live neuron's activity to 0 or a
     partial one to 100: 0.12 % is "<1", 99.85 % is ">99"."""
-    if 0 < x < 0.005:
+    text = f"{100 * x:.0f}"
+    if text == "0" and x > 0:  # rounding, half to even: 0.5 % reads "0" too
         return "<1"
-    if 0.995 <= x < 1:
+    if text == "100" and x < 1:
         return ">99"
-    return f"{100 * x:.0f}"
+    return text
 
 
 def _dead_cell(site: Site) -> str:
