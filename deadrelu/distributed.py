@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, first_line
 from deadrelu.stats import NEURON_FIELDS, NeuronStats
 
 T = TypeVar("T")
@@ -39,6 +39,19 @@ def is_primary() -> bool:
     except ImportError:  # pragma: no cover - torch always has the module
         pass
     return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def group_rank() -> int | None:
+    """This process's rank in a process group of two or more, else None: what a message
+    about this process's share of the data names."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return dist.get_rank()
+    except ImportError:  # pragma: no cover - torch always has the module
+        pass
+    return None
 
 
 @dataclass
@@ -98,6 +111,18 @@ def local_device(device: Any) -> Any:
 def reduce_results(group: Group, results: list[Any], seen: int, notes: list[str]
                    ) -> tuple[list[Any], int, list[str]]:
     """Every rank's SiteResults combined into those of the whole data, on every rank."""
+    try:
+        return _reduce_results(group, results, seen, notes)
+    except RuntimeError as exc:
+        # A rank that failed (bad data in its share, say) exits with its own one-line error
+        # and closes its connections; the others learn it here, from the collective.
+        raise DeadReluError(f"rank {group.rank}: another rank stopped before the statistics "
+                            f"were combined; its error says why ({first_line(exc, 120)})"
+                            ) from None
+
+
+def _reduce_results(group: Group, results: list[Any], seen: int, notes: list[str]
+                    ) -> tuple[list[Any], int, list[str]]:
     import torch
     import torch.distributed as dist
 

@@ -7,13 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deadrelu.data import (
-    DEFAULT_SYNTHETIC_SAMPLES,
-    DataSource,
-    InputSpec,
-    open_data,
-    parse_input_shapes,
-)
+from deadrelu.batching import batch_plan, check_whole_batches, fixed_batch
+from deadrelu.data import DataSource, InputSpec, open_data, parse_input_shapes
+from deadrelu.data.synthetic import NoSyntheticInput
 from deadrelu.devices import torch_device
 from deadrelu.distributed import launched
 from deadrelu.errors import DeadReluError
@@ -141,11 +137,11 @@ def scan(
                                input_shapes=shapes, image_size=image_size, mean=mean,
                                std=std, drop_columns=drop_columns,
                                channels=_image_channels(backend))
-        except DeadReluError as exc:
-            if data is not None or exc.path is not None or not isinstance(model, str | Path):
+        except NoSyntheticInput as exc:
+            if exc.path is not None or not isinstance(model, str | Path):
                 raise
             # Synthetic inputs failed on what the model says of its inputs: name the model.
-            raise DeadReluError(str(exc), path=model) from None
+            raise exc.at(model) from None
     check_whole_batches(fixed, source.samples, model)
     low_precision = _set_dtype(backend, dtype)
     group = None
@@ -237,54 +233,6 @@ def _run(backend: Any, source: DataSource, data: Any, dev: Any, settings: Settin
     return ScanResult.build(model_info, DataInfo(source.description, seen, source.synthetic,
                                                  files),
                             settings, results, notes, extra)
-
-
-DEFAULT_BATCH_SIZE = 32
-_DYNAMIC_HINT = "or re-export the model with a dynamic batch axis"
-
-
-def fixed_batch(backend: Any) -> tuple[str, int] | None:
-    """(an input, N) when the model takes batches of exactly N (see OnnxBackend.fixed_batch)."""
-    fixed = getattr(backend, "fixed_batch", None)
-    return fixed() if callable(fixed) else None
-
-
-def _batch_size(fixed: tuple[str, int] | None, requested: int | None, model: Any) -> int:
-    """The batch size to scan with: the model's fixed one unless another was asked for,
-    which onnxruntime would refuse on every batch."""
-    if fixed is None:
-        return DEFAULT_BATCH_SIZE if requested is None else requested
-    name, n = fixed
-    if requested is not None and requested != n:
-        raise DeadReluError(f"input {name!r} has a fixed batch size of {n}, not {requested}: "
-                            f"use --batch-size {n} ({_DYNAMIC_HINT})", path=model)
-    return n
-
-
-def batch_plan(fixed: tuple[str, int] | None, has_data: bool, batch_size: int | None,
-               samples: int | None, model: Any) -> tuple[int, int | None]:
-    """Batch size and sample cap to open the data with (scan and patch alike)."""
-    batch_size = _batch_size(fixed, batch_size, model)
-    if not has_data and samples is None and fixed is not None:
-        # Synthetic inputs in whole batches: a short last one would not run.
-        samples = max(fixed[1], DEFAULT_SYNTHETIC_SAMPLES // fixed[1] * fixed[1])
-    return batch_size, samples
-
-
-def check_whole_batches(fixed: tuple[str, int] | None, samples: int | None,
-                         model: Any) -> None:
-    """Refuse, before anything runs, a sample count that leaves a short last batch: the model
-    cannot run it, and padding it would change the statistics."""
-    if fixed is None or samples is None or samples % fixed[1] == 0:
-        return
-    name, n = fixed
-    if samples < n:
-        what, fix = "less than one batch", f"give at least {n} samples"
-    else:
-        what = "which leaves a short last batch"
-        fix = f"use --samples {samples // n * n} (a multiple of {n})"
-    raise DeadReluError(f"input {name!r} has a fixed batch size of {n} and the data has "
-                        f"{samples:,} samples, {what}: {fix}, {_DYNAMIC_HINT}", path=model)
 
 
 def _image_channels(backend: Any) -> int | None:

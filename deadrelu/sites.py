@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from deadrelu.errors import DeadReluError
-
 
 @dataclass
 class SiteListing:
@@ -33,6 +31,7 @@ def list_sites(model: str, *, arch: str | None = None, arch_kwargs: str | None =
     """
     from deadrelu.backends.onnx_backend import OnnxBackend
     from deadrelu.data import parse_input_shapes
+    from deadrelu.data.synthetic import NoSyntheticInput
     from deadrelu.scanner import load_backend, scan
 
     backend, _, _ = load_backend(model, arch=arch, arch_kwargs=arch_kwargs,
@@ -49,13 +48,8 @@ def list_sites(model: str, *, arch: str | None = None, arch_kwargs: str | None =
         result = scan(model, None, arch=arch, arch_kwargs=arch_kwargs,
                       trust_pickle=trust_pickle, input_shape=input_shape, samples=1,
                       batch_size=1)
-    except DeadReluError as exc:
-        # The synthetic-input messages offer --data, which sites does not have.
-        text = str(exc)
-        if text.endswith(", or --data"):
-            text = text[:-len(", or --data")].replace(" and no --data", "")
-            raise DeadReluError(text) from None
-        raise
+    except NoSyntheticInput as exc:
+        raise exc.without_data() from None  # sites has no --data to offer
     listed = [SiteListing(s.name, s.info.kind, s.info.module if s.info.call == "node" else "")
               for s in result.sites]
     listed += [SiteListing(n.split(" ")[1], "", measured=False, reason=n)

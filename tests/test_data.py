@@ -351,7 +351,7 @@ def test_pt_pickled_module_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("obj", "words"), [
-    (3, "holds a int, not data"),
+    (3, "holds an int, not data"),
     ({"model": {"w": torch.ones(1)}, "epoch": 3}, "checkpoint"),
     ({"x": "text"}, "is a str, not a tensor"),
     ([torch.ones(2, 2)], "a list of 1 tensor but the model has 2 inputs"),
@@ -660,6 +660,30 @@ def test_synthetic_dynamic_dim_error() -> None:
     msg = error(open_data, None, [InputSpec("x", (None, 3, None, 32))])
     assert msg.startswith("input 'x' has a dynamic dimension 2 and no --data: pass "
                           "--input-shape x=1,3,?,32")
+
+
+@pytest.mark.parametrize(("spec", "for_scan", "for_sites"), [
+    (InputSpec("x", ()), "input 'x' is a scalar, which cannot be batched: pass --data",
+     "input 'x' is a scalar, which cannot be batched: only a scan with --data can run this "
+     "model"),
+    (InputSpec("x", (None, 3), "complex64"),
+     "input 'x' has dtype complex64, which deadrelu cannot make synthetic values for: pass "
+     "--data", "complex64, which deadrelu cannot make synthetic values for: only a scan"),
+    (InputSpec("x", (None, None)), "input 'x' has a dynamic dimension 1 and no --data: pass "
+     "--input-shape x=1,? with each ? filled in, or --data", "input 'x' has a dynamic "
+     "dimension 1: pass --input-shape x=1,? with each ? filled in"),
+])
+def test_no_synthetic_input_is_worded_with_and_without_data(spec: InputSpec, for_scan: str,
+                                                            for_sites: str) -> None:
+    # scan offers --data; `deadrelu sites` has none to offer (NoSyntheticInput.without_data).
+    from deadrelu.data.synthetic import NoSyntheticInput
+
+    with pytest.raises(NoSyntheticInput) as info:
+        collect(open_data(None, [spec]))
+    assert str(info.value) == for_scan
+    sites = str(info.value.at("m.pt").without_data())
+    assert sites.startswith("m.pt: ") and for_sites in sites and "--data" not in \
+        sites.replace("with --data can run", "")
 
 
 def test_synthetic_unknown_shape_and_override() -> None:

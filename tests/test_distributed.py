@@ -95,3 +95,28 @@ def test_commands_that_do_not_shard_refuse_torchrun(tmp_path: Any) -> None:
     line = "deadrelu: error: deadrelu patch does not run under torchrun"
     assert result.stderr.count(line) == 1, result.stderr  # rank 0 says it, once
     assert not out.exists() and result.stdout == ""
+
+
+def test_a_rank_refusing_its_batch_ends_every_rank_with_one_line(tmp_path: Any) -> None:
+    # Rank 1's share ends with a short batch the fixed-batch model cannot run. It says so,
+    # naming its rank (its own count of samples would make a --samples hint wrong); rank 0
+    # learns of it in the collective and says that, not a gloo traceback.
+    import torch
+
+    model = tmp_path / "b2.pt2"
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU()).eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 4),)), str(model))
+    (tmp_path / "short.py").write_text(
+        "import numpy as np\n"
+        "def batches():\n"
+        "    return [{'x': np.ones((n, 4), np.float32)} for n in (2, 2, 2, 1)]\n")
+    result = _run(["-m", "deadrelu", "scan", str(model), "--data",
+                   f"{tmp_path / 'short.py'}:batches", "-o", str(tmp_path / "out.json")], 2)
+    assert result.returncode != 0
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("deadrelu: error:")]
+    assert len(errors) == 2, result.stderr
+    assert any("on rank 1 gave a batch of 1 sample: feed batches of exactly 2" in ln
+               and "--samples" not in ln for ln in errors), errors
+    assert any(ln.startswith("deadrelu: error: rank 0: another rank stopped") for ln in errors)
+    assert "deadrelu/" not in result.stderr  # no frame of ours: no traceback from deadrelu
+    assert not (tmp_path / "out.json").exists()

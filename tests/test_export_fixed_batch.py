@@ -68,7 +68,8 @@ def test_an_explicit_other_batch_size_is_one_line(net: nn.Module, data: str,
                                                   tmp_path: Path) -> None:
     model = _export(net, 4, tmp_path / "b4.pt2")
     assert_user_error(run("scan", model, "--data", data, "-b", "8"), "b4.pt2", "'x'",
-                      "fixed batch size of 4, not 8", "--batch-size 4")
+                      "fixed batch size of 4 (torch.export without dynamic_shapes), not 8",
+                      "--batch-size 4")
 
 
 @pytest.mark.parametrize(("batch", "samples"), [(2, 64), (3, 63)])
@@ -118,7 +119,8 @@ def test_the_batch_error_names_the_model_file_when_the_backend_knows_it(
     model = _export(net, 2, tmp_path / "b2.pt2")
     program = torch.export.load(model)
     backend = TorchBackend("torch-export", export_inputs(program), program=program, path=model)
-    assert backend.fixed_batch() == ("x", 2)
+    fixed = backend.fixed_batch()
+    assert fixed is not None and fixed.common == ("x", 2)
     registry = SiteRegistry(Settings(), None, torch.device("cpu"))
     batches = [{"x": np.ones((n, 3, 6, 6), dtype=np.float32)} for n in (2, 3)]
     with pytest.raises(DeadReluError) as info:

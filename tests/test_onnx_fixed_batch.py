@@ -124,8 +124,32 @@ def test_a_config_batch_size_counts_as_given(net: nn.Module, data: str, tmp_path
     model = _export(net, 4, tmp_path / "b4.onnx")
     (tmp_path / "deadrelu.toml").write_text("batch-size = 16\n")
     monkeypatch.chdir(tmp_path)
+    # Named as the key of that file: the user passed no 16 on the command line.
     assert_user_error(run("scan", model, "--data", data), "b4.onnx", "fixed batch size of 4",
+                      f"not 16 (batch-size = 16 in {tmp_path / 'deadrelu.toml'})",
                       "--batch-size 4")
+    assert run("scan", model, "--data", data, "-b", "4").exit_code == 0  # the flag wins
+
+
+class _TwoInputs(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).sum() + torch.relu(y).sum()
+
+
+@pytest.mark.parametrize("flags", [[], ["-b", "2"], ["-b", "3"]])
+def test_inputs_that_fix_different_batch_sizes_are_named_together(
+        tmp_path: Path, flags: list[str]) -> None:
+    # Each input's own message would send the user from one size to the other and back.
+    model = tmp_path / "two.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_TwoInputs(), (torch.zeros(2, 4), torch.zeros(3, 4)), str(model),
+                          dynamo=False, input_names=["x", "y"], opset_version=17)
+    data = tmp_path / "xy.npz"
+    np.savez(data, x=np.ones((6, 4), np.float32), y=np.ones((6, 4), np.float32))
+    assert_user_error(run("scan", str(model), "--data", str(data), *flags), "two.onnx",
+                      "the inputs fix different batch sizes ('x': 2, 'y': 3)",
+                      "--data function", "dynamic batch axis")
 
 
 @pytest.mark.parametrize(("samples", "fragments"), [

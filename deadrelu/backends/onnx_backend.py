@@ -34,8 +34,9 @@ from deadrelu.backends.onnx_instrument import (
 )
 from deadrelu.backends.onnx_sites import OnnxSite, find_sites
 from deadrelu.backends.sites import SiteInfo, SiteRegistry, SiteResult
+from deadrelu.batching import FixedBatch
 from deadrelu.data import InputSpec
-from deadrelu.data.source import fixed_batch_of
+from deadrelu.distributed import group_rank
 from deadrelu.errors import DeadReluError, first_line
 from deadrelu.stats import NeuronStats
 
@@ -86,10 +87,10 @@ class OnnxBackend:
         shape = self.inputs[0].shape if self.inputs else None
         return shape[1] if shape is not None and len(shape) == 4 else None
 
-    def fixed_batch(self) -> tuple[str, int] | None:
-        """(an input, N) when the graph fixes axis 0 of its inputs to N, as an export without
-        a dynamic batch axis does: onnxruntime then takes batches of exactly N samples."""
-        return fixed_batch_of(self.inputs)
+    def fixed_batch(self) -> FixedBatch | None:
+        """What the graph fixes of its inputs' axis 0, as an export without a dynamic batch
+        axis does: onnxruntime then takes batches of exactly N samples."""
+        return FixedBatch.of(self.inputs, "re-export the model with a dynamic batch axis")
 
     def static_sites(self) -> list[tuple[str, str]]:
         return [(s.name, s.kind) for s in self.sites]
@@ -143,7 +144,11 @@ class OnnxBackend:
                     f"input {spec.name!r} has rank {len(spec.shape)} in the model but the data "
                     f"has rank {array.ndim} (shape {array.shape})", path=source)
             if spec.shape and spec.shape[0] and array.shape[0] != spec.shape[0]:
-                raise self._batch_error(spec.name, spec.shape[0], array.shape[0], seen)
+                fixed = self.fixed_batch()
+                assert fixed is not None  # this input fixes its batch axis
+                raise fixed.refuse(spec.name, array.shape[0], seen, data=source,
+                                   model=None if self.path is None else str(self.path),
+                                   rank=group_rank())
             if spec.shape is not None:
                 for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
                     if axis and want is not None and want != got:
@@ -158,21 +163,6 @@ class OnnxBackend:
                 array = array.astype(spec.dtype)
             out[spec.name] = np.ascontiguousarray(array)
         return out
-
-    def _batch_error(self, name: str, n: int, got: int, seen: int) -> DeadReluError:
-        # A batch onnxruntime would refuse with a cut-off message. A sample count known up
-        # front is checked before the scan (scanner); this is data that told only now.
-        head = f"input {name!r} has a fixed batch size of {n}"
-        hint = "or re-export the model with a dynamic batch axis"
-        if got > n:
-            return DeadReluError(f"{head} but a batch of {got} samples came: feed batches of "
-                                 f"exactly {n} (--batch-size {n}), {hint}", path=self.path)
-        if not seen:
-            return DeadReluError(f"{head} but the data's first batch has {got} samples: feed "
-                                 f"batches of exactly {n}, {hint}", path=self.path)
-        return DeadReluError(f"{head} but a short batch of {got} came after {seen:,} samples "
-                             f"({seen + got:,} so far): use --samples {seen} (a "
-                             f"multiple of {n}), {hint}", path=self.path)
 
     def run(self, batches: Iterable[Mapping[str, np.ndarray]], registry: SiteRegistry, *,
             source: str, on_batch: OnBatch | None = None, fast_path: bool = True

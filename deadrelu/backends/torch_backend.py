@@ -17,8 +17,9 @@ from deadrelu.backends.sites import SiteRegistry, SiteResult
 from deadrelu.backends.torch_compile import CompiledScan
 from deadrelu.backends.torch_eager import capture
 from deadrelu.backends.torch_export import instrument, planned_sites
+from deadrelu.batching import FixedBatch
 from deadrelu.data import InputSpec
-from deadrelu.data.source import fixed_batch_of
+from deadrelu.distributed import group_rank
 from deadrelu.errors import DeadReluError, first_line
 
 OnBatch = Callable[[int], None]
@@ -163,41 +164,26 @@ class TorchBackend:
     compile: bool = False  # --compile: statistics inside a torch.compile'd graph
     path: str | None = None  # the model file, named by errors about the model itself
 
-    def fixed_batch(self) -> tuple[str, int] | None:
-        """(an input, N) when the exported program fixes axis 0 of its inputs to N, as
-        ``torch.export`` without ``dynamic_shapes`` does: its guards then refuse any batch of
-        another size. A dim from ``dynamic_shapes`` is symbolic (None in ``inputs``)."""
+    def fixed_batch(self) -> FixedBatch | None:
+        """What the exported program fixes of its inputs' axis 0, as ``torch.export`` without
+        ``dynamic_shapes`` does: its guards then refuse any batch of another size. A dim from
+        ``dynamic_shapes`` is symbolic (None in ``inputs``)."""
         if self.program is None:
             return None  # an eager module takes any batch size
-        return fixed_batch_of(self.inputs)
+        return FixedBatch.of(self.inputs, "export with dynamic_shapes",
+                             origin="torch.export without dynamic_shapes")
 
     def _check_batch(self, batch: Mapping[str, np.ndarray], source: str, seen: int) -> None:
         """Refuse a batch whose size the program's guards would refuse with an assertion;
         ``seen``: the samples before this batch, for the message."""
-        for spec in self.inputs:
-            n = spec.shape[0] if spec.shape else None
-            got = np.shape(batch[spec.name])[0] if np.ndim(batch[spec.name]) else None
-            if n and got is not None and got != n:
-                raise self._batch_error(spec.name, n, got, seen, source)
-
-    def _batch_error(self, name: str, n: int, got: int, seen: int,
-                     source: str) -> DeadReluError:
-        # A sample count known up front is checked before the scan (scanner); this is data
-        # that told only now, such as a --data function's irregular batches.
-        head = (f"input {name!r} has a fixed batch size of {n} (torch.export without "
-                f"dynamic_shapes)")
-        hint = "or export with dynamic_shapes"
-        # The model file leads the line when known; the data is named in the sentence then.
-        data = f"the data ({source})" if self.path else "the data"
-        samples = f"{got} sample{'s' if got != 1 else ''}"
-        if got > n or not seen:
-            what = "first batch" if not seen and got < n else "batch"
-            return DeadReluError(f"{head} but {data} gave a {what} of {samples}: feed "
-                                 f"batches of exactly {n}, {hint}", path=self.path or source)
-        return DeadReluError(f"{head} but {data} gave a short batch of {samples} after "
-                             f"{seen:,} ({seen + got:,} so far): feed batches of exactly {n} "
-                             f"(--samples {seen}, a multiple of {n}), {hint}",
-                             path=self.path or source)
+        fixed = self.fixed_batch()
+        if fixed is None:
+            return
+        for name, n in fixed.sizes.items():
+            got = np.shape(batch[name])[0] if np.ndim(batch[name]) else None
+            if got is not None and got != n:
+                raise fixed.refuse(name, got, seen, model=self.path, data=source,
+                                   rank=group_rank())
 
     def image_channels(self) -> int | None:
         if self.module is not None:

@@ -131,7 +131,7 @@ def check_command(
     from deadrelu.report.load import load_report
 
     started = time.monotonic()
-    with user_errors():
+    with user_errors(ctx):
         cfg: Config = ctx.meta.get("deadrelu.config") or Config(None)
         limits = Limits(
             max_dead_rate=max_dead_rate, max_dead=max_dead, max_dormant_rate=max_dormant_rate,

@@ -53,7 +53,13 @@ def _batch_size_given(ctx: typer.Context, param: typer.CallbackParam, value: int
     # (By the source's name: click's ParameterSource lives in typer's vendored copy.)
     source = ctx.get_parameter_source(param.name or "")
     given = source is not None and source.name != "DEFAULT"
+    if source is not None and source.name == "DEFAULT_MAP":  # the config's batch-size key
+        cfg = ctx.meta.get("deadrelu.config")
+        ctx.meta[_BATCH_SIZE_FROM] = cfg.where if cfg is not None else "the config"
     return value if given else None
+
+
+_BATCH_SIZE_FROM = "deadrelu.batch_size_from"
 
 
 BatchSizeOpt = Annotated[int | None, typer.Option(
@@ -122,11 +128,17 @@ def fail(message: str) -> typer.Exit:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """DeadReluError -> one stderr line and exit 2; anything else keeps its traceback."""
+def user_errors(ctx: typer.Context | None = None) -> Iterator[None]:
+    """DeadReluError -> one stderr line and exit 2; anything else keeps its traceback.
+    ``ctx``: the command's, to name the config key behind a value the model refuses."""
     try:
         yield
     except DeadReluError as exc:
+        from deadrelu.batching import BatchSizeConflict  # numpy: not for every --help
+
+        where = ctx.meta.get(_BATCH_SIZE_FROM) if ctx is not None else None
+        if isinstance(exc, BatchSizeConflict) and where:
+            exc = exc.fixed.conflict(exc.requested, exc.path, asked_in=where)
         raise fail(str(exc).replace("\n", " ")) from None
     except KeyboardInterrupt:
         raise interrupted() from None

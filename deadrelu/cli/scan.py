@@ -115,7 +115,7 @@ def scan_command(
     """
     from deadrelu.report import render
 
-    with user_errors():
+    with user_errors(ctx):
         # Fail before the scan, not after it.
         guard_outputs({"--output": output, "--html": html},
                       command_inputs(model, data=data, arch=arch, ctx=ctx,

@@ -22,14 +22,6 @@ class InputSpec:
     dtype: str = "float32"
 
 
-def fixed_batch_of(inputs: list[InputSpec]) -> tuple[str, int] | None:
-    """(an input, N) when the inputs that fix axis 0 all fix it to the same N: a model that
-    runs only on batches of exactly N samples (an ONNX or torch.export graph without a
-    dynamic batch axis)."""
-    fixed = [(s.name, s.shape[0]) for s in inputs if s.shape and s.shape[0]]
-    return fixed[0] if fixed and all(n == fixed[0][1] for _, n in fixed) else None
-
-
 @dataclass
 class DataSource:
     """Where the batches come from.

@@ -14,6 +14,24 @@ from deadrelu.errors import DeadReluError
 DEFAULT_SYNTHETIC_SAMPLES = 64
 
 
+class NoSyntheticInput(DeadReluError):
+    """Synthetic values cannot be made for an input. Worded for scan, which takes --data;
+    ``deadrelu sites``, which has no --data, words it again with :meth:`without_data`."""
+
+    def __init__(self, problem: str, fix: str, *, path: object | None = None) -> None:
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem} and no --data: {fix}, or --data" if fix
+                         else f"{problem}: pass --data", path=path)
+
+    def at(self, path: object) -> NoSyntheticInput:
+        """The same error, naming ``path`` (the model) first."""
+        return NoSyntheticInput(self.problem, self.fix, path=path)
+
+    def without_data(self) -> DeadReluError:
+        fix = self.fix or "only a scan with --data can run this model"
+        return DeadReluError(f"{self.problem}: {fix}", path=self.path)
+
+
 
 def synthetic_source(inputs: list[InputSpec], shapes: Mapping[str, tuple[int, ...]],
                      batch_size: int, samples: int | None, seed: int) -> DataSource:
@@ -22,19 +40,19 @@ def synthetic_source(inputs: list[InputSpec], shapes: Mapping[str, tuple[int, ..
     for spec in inputs:
         shape = shapes.get(spec.name, spec.shape)
         if shape is None:
-            raise DeadReluError(
-                f"input {spec.name!r} has an unknown shape and no --data: pass its shape with "
-                f"--input-shape (e.g. {spec.name}=1,3,32,32), or --data")
+            raise NoSyntheticInput(f"input {spec.name!r} has an unknown shape",
+                                   f"pass its shape with --input-shape (e.g. "
+                                   f"{spec.name}=1,3,32,32)")
         if len(shape) == 0:
-            raise DeadReluError(f"input {spec.name!r} is a scalar, which cannot be batched; "
-                                "pass --data")
+            raise NoSyntheticInput(f"input {spec.name!r} is a scalar, which cannot be batched",
+                                   "")
         for axis, d in enumerate(shape[1:], start=1):
             if d is None:
                 example = ",".join("1" if i == 0 else "?" if x is None else str(x)
                                    for i, x in enumerate(shape))
-                raise DeadReluError(
-                    f"input {spec.name!r} has a dynamic dimension {axis} and no --data: pass "
-                    f"--input-shape {spec.name}={example} with each ? filled in, or --data")
+                raise NoSyntheticInput(
+                    f"input {spec.name!r} has a dynamic dimension {axis}",
+                    f"pass --input-shape {spec.name}={example} with each ? filled in")
         kind, dtype = _synthetic_kind(spec)
         plan.append((spec.name, tuple(d for d in shape[1:] if d is not None), kind, dtype))
 
@@ -75,5 +93,5 @@ def _synthetic_kind(spec: InputSpec) -> tuple[str, np.dtype[Any]]:
         return "int", dtype
     if dtype.kind == "b":
         return "bool", dtype
-    raise DeadReluError(f"input {spec.name!r} has dtype {spec.dtype}, which deadrelu cannot "
-                        "make synthetic values for: pass --data")
+    raise NoSyntheticInput(f"input {spec.name!r} has dtype {spec.dtype}, which deadrelu "
+                           "cannot make synthetic values for", "")

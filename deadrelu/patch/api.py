@@ -187,8 +187,8 @@ _DATA_KEYS = ("input_shape", "batch_size", "samples", "image_size", "mean", "std
 
 
 def _open(open_data: Any, data: str | None, backend: Any, options: dict[str, Any]) -> Any:
+    from deadrelu.batching import batch_plan, check_whole_batches, fixed_batch
     from deadrelu.data import parse_input_shapes
-    from deadrelu.scanner import batch_plan, check_whole_batches, fixed_batch
 
     shape = options.get("input_shape")
     shapes = parse_input_shapes(shape, backend.inputs) if shape else None
