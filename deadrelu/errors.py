@@ -32,3 +32,9 @@ def user_code_failure(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"called sys.exit({exc.code!r})"
     return f"raised {type(exc).__name__}: {first_line(exc)}"
+
+
+def a_type(obj: object) -> str:
+    """``obj``'s type with its article, for messages: "a list", "an int", "an OrderedDict"."""
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

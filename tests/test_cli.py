@@ -129,6 +129,28 @@ def test_checkpoint_with_wrapped_keys(tmp_path: Path) -> None:
                                                           for s in DIGITS["sites"])
 
 
+def test_a_model_without_weights_loads_from_its_empty_state_dict(tmp_path: Path) -> None:
+    # An activations-only model saves an empty state dict: that is its whole state, and an
+    # empty one is refused only by an --arch that has weights (missing keys).
+    (tmp_path / "acts.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    return torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh())\n")
+    model = tmp_path / "acts.pt"
+    torch.save(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh()).state_dict(), model)
+    x = tmp_path / "x.npy"
+    np.save(x, np.concatenate([np.full((3, 2), -1.0), np.full((3, 2), 1.0)], axis=1)
+            .astype(np.float32))
+    r = run("scan", str(model), "--arch", f"{tmp_path / 'acts.py'}:make", "--data", str(x),
+            "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    sites = json.loads(r.stdout)["sites"]
+    assert [s["name"] for s in sites] == ["0", "1"]
+    assert sites[0]["dead_indices"] == [0, 1]  # the two columns held at -1
+    assert_user_error(run("scan", str(model), "--arch", DIGITS_ARCH, "--data", str(x)),
+                      "acts.pt", "missing keys", "0 keys in the file")
+
+
 def test_pt_tensor_data_and_csv_data(tmp_path: Path) -> None:
     f = FIXTURES["leaky_negative_only"]
     with np.load(GENERATED / f["data"]) as z:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from deadrelu.errors import DeadReluError, first_line, user_code_failure
+from deadrelu.errors import DeadReluError, a_type, first_line, user_code_failure
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -116,7 +116,7 @@ def _load_pickled_module(path: Path, trust_pickle: bool) -> Any:
         raise DeadReluError(f"cannot unpickle: {first_line(exc)}", path=path) from None
     if isinstance(obj, torch.nn.Module | Mapping):
         return obj
-    raise DeadReluError(f"unpickles to a {type(obj).__name__}, not an nn.Module or a state "
+    raise DeadReluError(f"unpickles to {a_type(obj)}, not an nn.Module or a state "
                         "dict", path=path)
 
 
@@ -128,10 +128,10 @@ def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             if isinstance(inner, Mapping) and inner and _all_tensors(inner):
                 obj = inner
                 break
-    if not isinstance(obj, Mapping) or not obj or not _all_tensors(obj):
-        what = type(obj).__name__
+    # An empty mapping is the state dict of a model without weights (activations only).
+    if not isinstance(obj, Mapping) or not _all_tensors(obj):
         raise DeadReluError(
-            f"holds a {what}, not a state dict or a checkpoint with one of the keys "
+            f"holds {a_type(obj)}, not a state dict or a checkpoint with one of the keys "
             f"{', '.join(CHECKPOINT_KEYS)}",
             path=path,
         )
@@ -208,7 +208,7 @@ def build_arch(arch: str, arch_kwargs: str | None = None) -> torch.nn.Module:
         raise DeadReluError(f"--arch {arch!r} failed to build the model: it "
                             f"{user_code_failure(exc)}") from None
     if not isinstance(model, torch.nn.Module):
-        raise DeadReluError(f"--arch {arch!r} returned a {type(model).__name__}, not an nn.Module")
+        raise DeadReluError(f"--arch {arch!r} returned {a_type(model)}, not an nn.Module")
     return model
 
 

@@ -16,7 +16,7 @@ from deadrelu.data.common import (
     single_input,
 )
 from deadrelu.data.source import DataSource
-from deadrelu.errors import DeadReluError, first_line
+from deadrelu.errors import DeadReluError, a_type, first_line
 
 # Last parts of state-dict keys ("fc.weight", "bn.running_mean"): a model, not data.
 _PARAM_NAMES = frozenset({"weight", "bias", "running_mean", "running_var",
@@ -132,7 +132,7 @@ def from_torch(path: Path, opts: Opts) -> DataSource:
     elif isinstance(obj, (list, tuple)):
         if len(obj) < len(opts.inputs):
             raise DeadReluError(
-                f"holds a {type(obj).__name__} of {len(obj)} tensor"
+                f"holds {a_type(obj)} of {len(obj)} tensor"
                 f"{'s' if len(obj) != 1 else ''} but the model has {len(opts.inputs)} input"
                 f"{'s' if len(opts.inputs) != 1 else ''}", path=label)
         _refuse_alike_items(obj, len(opts.inputs), label)
@@ -140,7 +140,7 @@ def from_torch(path: Path, opts: Opts) -> DataSource:
         what = {i.name: f"item {k} of {path.name}" for k, i in enumerate(opts.inputs)}
     else:
         raise DeadReluError(
-            f"holds a {type(obj).__name__}, not data: save a tensor, a dict of tensors named "
+            f"holds {a_type(obj)}, not data: save a tensor, a dict of tensors named "
             "after the model's inputs, or a list of tensors", path=label)
 
     arrays = {name: tensor_array(value, what[name], label) for name, value in named.items()}
@@ -158,7 +158,7 @@ def _refuse_alike_items(items: list[Any] | tuple[Any, ...], inputs: int, label: 
         return
     if len({(tuple(t.shape[1:]), t.dtype) for t in items}) == 1:
         raise DeadReluError(
-            f"holds a {type(items).__name__} of {len(items)} tensors of shape "
+            f"holds {a_type(items)} of {len(items)} tensors of shape "
             f"{tuple(items[0].shape)} (axis 0 aside) for a model with {inputs} input"
             f"{'s' if inputs != 1 else ''}: batches, or inputs and targets? Save batches "
             "as one tensor (torch.cat) or inputs as a dict {'<input name>': tensor}",
@@ -193,7 +193,7 @@ def tensor_array(value: Any, what: str, path: str) -> np.ndarray:
     import torch
 
     if not isinstance(value, torch.Tensor):
-        raise DeadReluError(f"{what} is a {type(value).__name__}, not a tensor", path=path)
+        raise DeadReluError(f"{what} is {a_type(value)}, not a tensor", path=path)
     t = value.detach().cpu()
     if t.dtype == torch.bfloat16:  # numpy has no bfloat16
         t = t.float()

@@ -24,7 +24,7 @@ from deadrelu.data.common import (
     single_input,
 )
 from deadrelu.data.source import Batch, DataSource
-from deadrelu.errors import DeadReluError, first_line, user_code_failure
+from deadrelu.errors import DeadReluError, a_type, first_line, user_code_failure
 
 _MODULE_TARGET = re.compile(r"^([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
 _FILE_TARGET = re.compile(r"^(.+\.py):([A-Za-z_]\w*)$")
@@ -75,7 +75,7 @@ def _import_target(spec: str, target: tuple[str, str, bool]) -> Callable[[], Any
         listing = f" (it has: {', '.join(found)})" if found else ""
         raise DeadReluError(f"{where!r} has no function {name!r}{listing}", path=spec)
     if not callable(fn):
-        raise DeadReluError(f"{where}.{name} is a {type(fn).__name__}, not a function",
+        raise DeadReluError(f"{where}.{name} is {a_type(fn)}, not a function",
                             path=spec)
     return fn
 
@@ -155,7 +155,7 @@ def _convert_batch(batch: Any, opts: Opts, spec: str, what: str) -> Batch:
         raw = {n: by_str[k] for n, k in chosen.items()}
     elif isinstance(batch, (tuple, list)):
         if len(batch) < len(inputs):
-            raise DeadReluError(f"{what} is a {type(batch).__name__} of {len(batch)} items but "
+            raise DeadReluError(f"{what} is {a_type(batch)} of {len(batch)} items but "
                                 f"the model has {len(inputs)} inputs", path=spec)
         # Extra items (labels of (x, y) pairs) are ignored.
         raw = {i.name: batch[k] for k, i in enumerate(inputs)}
