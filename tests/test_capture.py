@@ -100,6 +100,43 @@ def test_hooks_and_mode_removed_and_training_mode_restored_even_on_error() -> No
     assert model.training and [s.name for s in result.sites] == ["act1", "act2"]
 
 
+def _modes(model: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_every_submodules_own_mode_comes_back(fails: bool) -> None:
+    # A frozen BatchNorm (eval inside a training model) and an MC-dropout (train inside an
+    # eval model): model.train(flag) after the scan would overwrite both.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Sequential(nn.Dropout(0.5), nn.ReLU())).train()
+    model[1].eval()
+    inner = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU()).eval()
+    inner[1].train()
+    for m in (model, inner):
+        before = _modes(m)
+        if fails:
+            handle = m[-1].register_forward_hook(lambda *_: 1 / 0)
+            with pytest.raises(ZeroDivisionError):
+                scan(m, None, input_shape="1,3,8,8" if m is model else "1,3")
+            handle.remove()
+        else:
+            scan(m, None, input_shape="1,3,8,8" if m is model else "1,3")
+        assert _modes(m) == before
+    mean = model[1].running_mean.clone()
+    model(torch.randn(2, 3, 8, 8))  # a training step: the frozen BatchNorm stays frozen
+    assert torch.equal(model[1].running_mean, mean)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_callers_model_stays_where_it_was() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU()).cuda().eval()
+    weight = model[0].weight
+    scan(model, None, input_shape="1,3", device="cpu")
+    assert all(t.device.type == "cuda" for t in (*model.parameters(), *model.buffers()))
+    assert model[0].weight is weight  # the same Parameter: an optimizer keeps working
+
+
 def test_data_that_does_not_fit_names_the_input_and_both_shapes() -> None:
     model = build_eager("planted_relu")
     with pytest.raises(DeadReluError) as err:

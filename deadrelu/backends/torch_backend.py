@@ -148,6 +148,34 @@ def _fast_path(enabled: bool) -> Any:
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
+@contextmanager
+def _borrowed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None
+              ) -> Any:
+    """The caller's module in eval mode on ``device`` for the scan, given back as it came:
+    every submodule's own mode (a frozen BatchNorm left in eval inside a training model, an
+    MC-dropout left in train inside an eval one; ``module.train(flag)`` would overwrite them
+    all) and every parameter's and buffer's device."""
+    modes = [(m, m.training) for m in module.modules()]
+    places = [(m, name, t.device, isinstance(t, torch.nn.Parameter))
+              for m in module.modules()
+              for name, t in (*m.named_parameters(recurse=False),
+                              *m.named_buffers(recurse=False))]
+    module.to(device=device, dtype=dtype).eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for m, name, place, is_param in places:
+            t = getattr(m, name)
+            if t.device == place:
+                continue
+            if is_param:  # the same Parameter object, as module.to() keeps it
+                t.data = t.data.to(place)
+            else:
+                setattr(m, name, t.to(place))
+
+
 def _compiled(scan: CompiledScan) -> Callable[..., None]:
     return lambda *args: scan(args)
 
@@ -218,9 +246,7 @@ class TorchBackend:
                 module = self.module
                 if self.dtype is not None and self.format == "torch-module":
                     module = copy.deepcopy(module)  # never cast the caller's own weights
-                was_training = module.training
-                stack.callback(module.train, was_training)  # restore the caller's mode
-                module.to(device=device, dtype=self.dtype).eval()
+                stack.enter_context(_borrowed(module, device, self.dtype))
                 if self.compile:
                     fn = _compiled(CompiledScan(registry, module=module,
                                                 cache_key=self.module))
