@@ -192,6 +192,32 @@ def _smooth_active_set(grad: Callable[[float], float], eps: float) -> tuple[Inte
 
 
 @lru_cache(maxsize=256)
+def _exponential_below_zero(slope: float, coefficient: float, width: float, eps: float
+                            ) -> tuple[Interval, ...]:
+    """The active set of f'(z) = ``slope`` for z > 0 and ``coefficient * exp(z / width)``
+    for z <= 0 (ELU, SELU, CELU), the two sides joined where they meet at 0.
+
+    Below zero, |coefficient| exp(z / width) >= eps where z / width >= log(eps / |c|): from
+    ``edge`` = width log(eps / |c|) up to 0 for width > 0 (nothing when edge > 0, a
+    coefficient below eps), and everything up to min(edge, 0) for width < 0.
+    """
+    above = abs(slope) >= eps
+    below: tuple[float, float] | None = None
+    if coefficient != 0 and width != 0:
+        edge = width * math.log(eps / abs(coefficient))
+        if width < 0:
+            below = (-INF, min(edge, 0.0))
+        elif edge <= 0:
+            below = (edge, 0.0)
+    if below is None:
+        return (Interval(0.0, INF),) if above else ()
+    closed = math.isfinite(below[0])  # -inf itself is never active
+    if above and below[1] == 0.0:
+        return (Interval(below[0], INF, lo_closed=closed),)
+    found = (Interval(below[0], below[1], lo_closed=closed, hi_closed=True),)
+    return (*found, Interval(0.0, INF)) if above else found
+
+
 def active_set(name: str, eps: float = DEFAULT_EPS, **params: float | str) -> tuple[Interval, ...]:
     """The pre-activations z at which ``|f'(z)| >= eps`` for kind ``name``.
 
@@ -211,22 +237,22 @@ def active_set(name: str, eps: float = DEFAULT_EPS, **params: float | str) -> tu
         slope = abs(float(p.get("slope", 0.01)))
         return (Interval(-INF, INF),) if slope >= eps else (Interval(0.0, INF),)
     if name == "elu":
-        alpha = float(p.get("alpha", 1.0))
         # f'(z) = 1 for z > 0, alpha * exp(z) for z <= 0.
-        return (Interval(math.log(eps / alpha), INF, lo_closed=True),) if alpha > 0 else (
-            Interval(0.0, INF),
-        )
+        return _exponential_below_zero(1.0, float(p.get("alpha", 1.0)), 1.0, eps)
     if name == "selu":
         scale = float(p.get("gamma", 1.0507009873554804934193349852946))
         alpha = float(p.get("alpha", 1.6732632423543772848170429916717))
-        return (Interval(math.log(eps / (scale * alpha)), INF, lo_closed=True),)
+        return _exponential_below_zero(scale, scale * alpha, 1.0, eps)
     if name == "celu":
-        alpha = float(p.get("alpha", 1.0))
-        return (Interval(alpha * math.log(eps), INF, lo_closed=True),)
+        # f'(z) = 1 for z > 0, exp(z / alpha) for z <= 0.
+        return _exponential_below_zero(1.0, 1.0, float(p.get("alpha", 1.0)), eps)
     if name == "softplus":
         beta = float(p.get("beta", 1.0))
-        # f'(z) = sigmoid(beta z) >= eps  <=>  z >= logit(eps) / beta
-        return (Interval(math.log(eps / (1.0 - eps)) / beta, INF, lo_closed=True),)
+        # f'(z) = sigmoid(beta z) >= eps  <=>  beta z >= logit(eps): z above logit(eps) / beta
+        # for beta > 0, below it for beta < 0.
+        edge = math.log(eps / (1.0 - eps)) / beta
+        return (Interval(edge, INF, lo_closed=True),) if beta > 0 else (
+            Interval(-INF, edge, hi_closed=True),)
     if name == "gelu":
         approximate = p.get("approximate", "none")
         if approximate == "sigmoid":

@@ -29,6 +29,14 @@ ACTIVATIONS: dict[str, nn.Module] = {
 }
 
 
+# Parameters at the edges of the kinds' formulas: an ELU slope below eps leaves nothing of
+# z <= 0 active but all of z > 0; a negative CELU alpha or Softplus beta turns a side around.
+VARIANTS: dict[str, nn.Module] = {
+    "elu alpha 1e-4": nn.ELU(1e-4), "elu alpha -1": nn.ELU(-1.0), "celu alpha -1": nn.CELU(-1.0),
+    "softplus beta -1": nn.Softplus(-1.0), "selu": nn.SELU(),
+}
+
+
 def test_every_torch_kind_is_covered() -> None:
     torch_kinds = {k.name for k in KINDS if k.torch_modules}
     assert torch_kinds == set(ACTIVATIONS)
@@ -56,9 +64,9 @@ def _random_batches(seed: int, shape: tuple[int, ...], n: int) -> list[torch.Ten
     return out
 
 
-@pytest.mark.parametrize("kind", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("kind", [*sorted(ACTIVATIONS), *VARIANTS])
 def test_accumulators_match_the_reference_on_random_tensors(kind: str) -> None:
-    model = nn.Sequential(ACTIVATIONS[kind]).eval()
+    model = nn.Sequential(ACTIVATIONS.get(kind) or VARIANTS[kind]).eval()
     batches = _random_batches(zlib.crc32(kind.encode()), (5, 6, 3, 4), 3)
     reference = reference_sites(record(model, [b.clone() for b in batches]), [1])[0]
     from deadrelu.backends.sites import SiteRegistry
