@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,19 @@ def load_backend(model: Any, *, arch: str | None = None, arch_kwargs: str | None
 
     from deadrelu.backends.torch_backend import TorchBackend, eager_inputs
 
+    if isinstance(model, torch.jit.ScriptModule):  # scripted or traced: no hooks, its graph
+        import io
+
+        from deadrelu.backends.torchscript import TorchScriptBackend
+
+        # Through an archive, as from a file: a loaded module has every method's graph (an
+        # in-memory traced one has Python wrappers), and the caller's own stays untouched.
+        archive = io.BytesIO()
+        torch.jit.save(model, archive)
+        archive.seek(0)
+        loaded = torch.jit.load(archive, map_location="cpu").eval()
+        return TorchScriptBackend(loaded, None), ModelInfo(
+            f"<{type(model).__name__}>", "torchscript"), None
     if isinstance(model, torch.nn.Module):
         name = type(model).__name__
         return TorchBackend("torch-module", eager_inputs(model), module=model), ModelInfo(
@@ -110,7 +124,10 @@ def scan(
     """
 
     input_shape, arch_kwargs = _check_arguments(model, arch, input_shape, arch_kwargs,
-                                                batch_size, samples)
+                                                batch_size, samples, channel_axis)
+    # numpy integers pass the checks; the report's JSON takes Python ints.
+    batch_size, samples, channel_axis = (None if v is None else int(v)
+                                         for v in (batch_size, samples, channel_axis))
     settings = settings or Settings()
     _check_settings(settings)
     if channel_axis == 0:
@@ -241,7 +258,8 @@ def _image_channels(backend: Any) -> int | None:
 
 
 def _check_arguments(model: Any, arch: Any, input_shape: Any, arch_kwargs: Any,
-                     batch_size: Any, samples: Any) -> tuple[str | None, str | None]:
+                     batch_size: Any, samples: Any, channel_axis: Any
+                     ) -> tuple[str | None, str | None]:
     """The library's arguments, checked as the CLI's flags are, so that a wrong type is a
     DeadReluError and not a TypeError deep inside; returns input_shape and arch_kwargs in
     their flag form (a shape tuple and a kwargs dict are accepted too)."""
@@ -254,16 +272,16 @@ def _check_arguments(model: Any, arch: Any, input_shape: Any, arch_kwargs: Any,
     if isinstance(model, torch.nn.Module) and (arch is not None or arch_kwargs is not None):
         raise DeadReluError("arch and arch_kwargs build a model for a state dict file; this "
                             "model is an nn.Module already")
-    for name, value, least in (("batch_size", batch_size, 1), ("samples", samples, 1)):
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise DeadReluError(f"{name} must be a whole number >= {least}, got {value!r}")
+    for name, value in (("batch_size", batch_size), ("samples", samples)):
+        if value is not None and (not _whole(value) or value < 1):
+            raise DeadReluError(f"{name} must be a whole number >= 1, got {value!r}")
+    if channel_axis is not None and not _whole(channel_axis):
+        raise DeadReluError(f"channel_axis must be a whole number, got {channel_axis!r}")
     if isinstance(input_shape, tuple | list):
-        if not all(isinstance(d, int) and not isinstance(d, bool) for d in input_shape):
+        if not all(_whole(d) for d in input_shape):
             raise DeadReluError(f"input_shape must be dims like (1, 3, 32, 32) or a string "
                                 f"like '1,3,32,32', got {input_shape!r}")
-        input_shape = ",".join(map(str, input_shape))
+        input_shape = ",".join(str(int(d)) for d in input_shape)
     elif input_shape is not None and not isinstance(input_shape, str):
         raise DeadReluError(f"input_shape must be a string or a tuple of dims, not "
                             f"{type(input_shape).__name__}")
@@ -275,7 +293,15 @@ def _check_arguments(model: Any, arch: Any, input_shape: Any, arch_kwargs: Any,
     return input_shape, arch_kwargs
 
 
+def _whole(value: Any) -> bool:
+    """An int, a numpy integer or another integral number; not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_settings(s: Settings) -> None:
+    for flag, value in (("--eps", s.eps), ("--tau", s.tau), ("--min-active", s.min_active)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise DeadReluError(f"{flag} must be a number, got {value!r}")
     if not 0 < s.eps < 1:
         raise DeadReluError(f"--eps must be in (0, 1), got {s.eps}")
     if not 0 <= s.tau <= 1:

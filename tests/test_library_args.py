@@ -59,11 +59,51 @@ def test_natural_forms_of_shape_and_kwargs() -> None:
     ({"input_shape": {"x": 1}}, "input_shape must be a string or a tuple"),
     ({"arch_kwargs": 3}, "arch_kwargs must be a dict"),
     ({"data": 5}, "data must be a path"),
+    ({"channel_axis": "1"}, "channel_axis must be a whole number"),
+    ({"settings": deadrelu.Settings(eps="0.001")}, "--eps must be a number"),  # type: ignore[arg-type]
+    ({"data": [[0.5, 1.0], [2.0, 3.0]]}, "list of 2 numbers, not a batch"),
 ])
 def test_wrong_argument_types_are_deadrelu_errors(kwargs: dict[str, Any], words: str) -> None:
     args = {"model": MODEL, "data": _x(), "arch": ARCH, **kwargs}
     with pytest.raises(DeadReluError, match=words):
         deadrelu.scan(args.pop("model"), args.pop("data"), **args)
+
+
+def test_numpy_integers_are_whole_numbers() -> None:
+    # np.int64 comes out of every array computation; the report must still be plain JSON.
+    x = _x()
+    r = deadrelu.scan(MODEL, x, arch=ARCH, batch_size=np.int64(32), samples=np.int64(64),
+                      channel_axis=np.int64(1))
+    assert r.data.samples == 64 and _dead(r) == _dead(deadrelu.scan(MODEL, x[:64], arch=ARCH))
+    import json
+
+    json.dumps(r.to_dict())
+    s = deadrelu.scan(MODEL, None, arch=ARCH, input_shape=(np.int64(1), 1, 8, 8), samples=8)
+    assert s.data.samples == 8
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_a_script_module_is_scanned_through_its_graph(how: str) -> None:
+    from deadrelu.backends.torch_loading import build_arch
+
+    eager = build_arch(ARCH)
+    eager.load_state_dict(torch.load(MODEL, weights_only=True))
+    eager.train()
+    x = _x()
+    module = torch.jit.script(eager) if how == "script" else \
+        torch.jit.trace(eager.eval(), torch.from_numpy(x[:2])).train()
+    got = deadrelu.scan(module, x)
+    assert got.model.format == "torchscript"
+    assert _dead(got) == _dead(deadrelu.scan(MODEL, x, arch=ARCH)) and any(_dead(got))
+    assert all(m.training for m in module.modules())  # the caller's mode, given back
+
+
+def test_patch_takes_a_file_not_a_module(tmp_path: Path) -> None:
+    from deadrelu.backends.torch_loading import build_arch
+
+    with pytest.raises(DeadReluError, match="patch takes a model file, not a"):
+        deadrelu.patch(build_arch(ARCH), str(DATA), output=str(tmp_path / "p.pt2"))
+    assert not (tmp_path / "p.pt2").exists()
 
 
 def test_arch_with_a_built_module_is_refused() -> None:

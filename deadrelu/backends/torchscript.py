@@ -45,7 +45,7 @@ def script_inputs(module: Any) -> list[InputSpec]:
 @dataclass
 class TorchScriptBackend:
     module: Any
-    path: Path
+    path: Path | None  # None: a ScriptModule handed to the library
     format: str = "torchscript"
     inputs: list[InputSpec] = field(init=False)
 

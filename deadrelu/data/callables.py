@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import numbers
 import os
 import re
 import sys
@@ -154,6 +155,11 @@ def _convert_batch(batch: Any, opts: Opts, spec: str, what: str) -> Batch:
         chosen = choose(keys, inputs, what, spec)
         raw = {n: by_str[k] for n, k in chosen.items()}
     elif isinstance(batch, (tuple, list)):
+        if batch and all(isinstance(v, numbers.Number) for v in batch):
+            # Nested Python lists of samples (X.tolist()): each row was taken as a batch.
+            raise DeadReluError(f"{what} is a list of {len(batch)} numbers, not a batch: give "
+                                "the samples as an array or a tensor (np.asarray(rows)), or "
+                                "an iterable of such batches", path=spec)
         if len(batch) < len(inputs):
             raise DeadReluError(f"{what} is {a_type(batch)} of {len(batch)} items but "
                                 f"the model has {len(inputs)} inputs", path=spec)

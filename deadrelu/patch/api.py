@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, a_type
 from deadrelu.patch.plan import PATCHABLE_KINDS, Plan, make_plan
 from deadrelu.patch.record import PatchResult, SiteChange
 from deadrelu.patch.verify import (
@@ -63,6 +63,9 @@ def patch(
 
     if isinstance(sites, str):  # one glob, not its characters
         sites = (sites,)
+    if not isinstance(model, str | os.PathLike):
+        raise DeadReluError(f"patch takes a model file, not {a_type(model)}: save the module "
+                            "(torch.save, or torch.export.save for a .pt2) and patch the file")
     src = Path(model)
     fmt = detect(src)
     out = Path(output) if output is not None else None
