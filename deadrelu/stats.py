@@ -144,30 +144,40 @@ class SiteFigures:
     sample_fraction: np.ndarray  # per neuron: samples with an active element / samples
     saturation: float | None  # fraction of finite elements that are not active
     cap_fraction: float | None  # capped kinds: fraction of finite elements at the cap
-    margin: float | None  # largest pre-activation of a dead neuron (how far from life)
+    margin: float | None  # signed distance of the nearest dead neuron from life (_margin)
     nonfinite: int  # NaN / Inf elements
 
 
 def _margin(a: Mapping[str, np.ndarray], dead: np.ndarray, kind_name: str,
             params: Mapping[str, Any], eps: float) -> float | None:
-    """How near the site's dead neurons came to life. Below the active set (ReLU's z <= 0):
-    the largest pre-activation any reached. A neuron dead *above* it (ReLU6 past its cap, a
-    sigmoid saturated high) is far from life by its smallest pre-activation instead: those
-    count only when the site has no dead neuron below. A neuron seen on both sides (never
-    inside) belongs to neither group."""
+    """How near the site's dead neurons came to life: the signed distance from the active
+    set of the neuron that came nearest. Below the active set (ReLU's z <= 0, an ELU's
+    z < log(eps)): its largest pre-activation minus the edge of the active set above it,
+    <= 0. Dead *above* the set (ReLU6 past its cap, a sigmoid saturated high): its smallest
+    pre-activation minus the top of the set, >= 0; those count only when the site has no
+    dead neuron below. For ReLU the margin is the largest pre-activation itself. A neuron
+    seen on both sides (never inside) is near neither side as far as its extremes tell, and
+    a kind with no active set at all has no life to be near: None then."""
     if not dead.any():
         return None
     scalar = {k: v for k, v in params.items() if isinstance(v, (int, float, str))}
     base = "relu" if kind_name == "prelu" else kind_name
-    top = max((iv.hi for iv in active_set(base, eps, **scalar)), default=np.inf)
-    above = dead & (a["min_pre"] >= top)
+    intervals = active_set(base, eps, **scalar)
+    if not intervals:
+        return None
+    top = max(iv.hi for iv in intervals)
     below = dead & (a["max_pre"] < top)
     if below.any():
-        return float(a["max_pre"][below].max())
+        z = a["max_pre"][below].astype(np.float64)
+        # The edge of life above each neuron: the lowest interval start at or above its z
+        # (a dead z never lies inside an interval, only at an open end).
+        starts = np.sort(np.array([iv.lo for iv in intervals], dtype=np.float64))
+        at = np.minimum(np.searchsorted(starts, z, side="left"), len(starts) - 1)
+        return float((z - starts[at]).max())
+    above = dead & (a["min_pre"] >= top)
     if above.any():
-        return float(a["min_pre"][above].min())
-    # Only neurons seen on both sides of the active set, never inside it.
-    return float(a["max_pre"][dead].max())
+        return float(a["min_pre"][above].astype(np.float64).min() - top)
+    return None
 
 
 def derive(stats: NeuronStats, kind_name: str, params: Mapping[str, Any],

@@ -4,6 +4,7 @@ mergeable so that two halves equal the whole, and lossless through JSON."""
 from __future__ import annotations
 
 import json
+import math
 import zlib
 
 import numpy as np
@@ -113,9 +114,10 @@ def test_dead_neuron_definition_by_family() -> None:
     assert relu.margin == -1.0
 
 
-def test_margin_is_measured_from_the_side_of_life_a_neuron_died_on() -> None:
-    """Below the active set: the largest pre-activation. Dead above it (past ReLU6's cap, a
-    sigmoid saturated high): the smallest, and only when no neuron died below."""
+def test_margin_is_the_distance_from_life_on_the_side_a_neuron_died_on() -> None:
+    """Below the active set: the largest pre-activation minus the set's edge above it. Dead
+    above it (past ReLU6's cap, a sigmoid saturated high): the smallest minus the top, and
+    only when no neuron died below."""
 
     def margin(kind: str, z: torch.Tensor, **params: float) -> float | None:
         acc = TorchSiteAccumulator(z.shape[1], 1, SiteRule(kind, params, 1e-3),
@@ -127,14 +129,25 @@ def test_margin_is_measured_from_the_side_of_life_a_neuron_died_on() -> None:
     both = torch.tensor([[-996.0, 1000.0, 7.0, 2.0], [-999.0, 1003.0, 9.0, 3.0]])
     assert margin("relu6", both, lo=0.0, hi=6.0) == -996.0
     high_only = both[:, 1:]
-    assert margin("relu6", high_only, lo=0.0, hi=6.0) == 7.0  # nearest the cap
-    # Sigmoid saturated both ways, then high only.
+    assert margin("relu6", high_only, lo=0.0, hi=6.0) == 1.0  # 7, one past the cap
+    # Sigmoid (active for |z| <= t, sigmoid'(t) = eps) saturated both ways, then high only.
+    t = math.log((1 + math.sqrt(1 - 4e-3)) / (1 - math.sqrt(1 - 4e-3)))
     sig = torch.tensor([[-12.0, 10.0, 0.5], [-11.0, 14.0, -0.5]])
-    assert margin("sigmoid", sig) == -11.0
-    assert margin("sigmoid", sig[:, 1:]) == 10.0
+    assert margin("sigmoid", sig) == pytest.approx(-11.0 + t)
+    assert margin("sigmoid", sig[:, 1:]) == pytest.approx(10.0 - t)
     # A neuron seen only at -100 and +100 is not "below": the one dead at -29.9 is nearest.
     both = torch.tensor([[-100.0, -29.9, 0.5], [100.0, -35.0, -0.5]])
-    assert margin("sigmoid", both) == pytest.approx(-29.9)
+    assert margin("sigmoid", both) == pytest.approx(-29.9 + t, rel=1e-6)
+    assert margin("sigmoid", both[:, :1]) is None  # its extremes are on both sides
+    # Hardtanh(0.5, 2): dead low at 0.4 is 0.1 below the band, not "+0.4".
+    band = torch.tensor([[0.4, 3.0, 1.0], [0.1, 2.5, 1.5]])
+    assert margin("hardtanh", band, lo=0.5, hi=2.0) == pytest.approx(-0.1)
+    # ELU (alpha 1): active from log(eps); a neuron at -7.0 is 0.09 from firing, not -7.
+    elu = torch.tensor([[-7.0, -50.0, 1.0], [-7.5, -60.0, 2.0]])
+    assert margin("elu", elu, alpha=1.0) == pytest.approx(-7.0 - math.log(1e-3))
+    # Hardswish: dead in the flat gap at -1.5 is a hair from life on its right.
+    gap = torch.tensor([[-1.5, -9.0, 1.0], [-1.5, -8.0, 2.0]])
+    assert margin("hardswish", gap) == pytest.approx(-3e-3)
 
 
 def _stats_of(chunks: list[torch.Tensor], kind: str = "gelu") -> NeuronStats:
