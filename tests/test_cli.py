@@ -39,6 +39,41 @@ def assert_user_error(result, *fragments: str) -> None:
     assert result.stdout == ""
 
 
+def test_an_internal_error_keeps_its_traceback_and_is_not_a_failed_gate(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Exit 1 means "a limit failed" to CI; a crash in `check` must not read as that.
+    import deadrelu.cli.check as check_cli
+    from deadrelu.cli import main
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(check_cli, "run_scan", boom)
+    monkeypatch.setattr(sys, "argv", ["deadrelu", "check", DIGITS_PT, "--arch", DIGITS_ARCH,
+                                      "--data", DIGITS_DATA, "--max-dead", "0"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "Traceback" in err and "RuntimeError: boom" in err
+    assert err.strip().endswith("deadrelu: internal error (a bug: the traceback above says "
+                                "where)")
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_a_stdout_that_cannot_encode_the_glyphs_still_passes(fmt: str) -> None:
+    # cp1252 is a redirected stream's encoding on Windows: the bars and check marks of the
+    # table and markdown must not end a passing gate with a UnicodeEncodeError (exit 1).
+    import os
+
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    proc = subprocess.run([sys.executable, "-m", "deadrelu", "check", DIGITS_PT, "--arch",
+                           DIGITS_ARCH, "--data", DIGITS_DATA, "--max-dead", "1000", "-f",
+                           fmt], capture_output=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode("cp1252")
+    assert b"features" in proc.stdout and b"Traceback" not in proc.stderr
+
+
 def test_json_report_validates_and_goes_to_stdout_alone() -> None:
     r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-f", "json")
     assert r.exit_code == 0, r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
@@ -64,6 +65,19 @@ app.command("sites")(sites_command)
 app.command("report")(report_command)
 
 
+def _tolerate_narrow_encodings() -> None:
+    """A stdout that cannot encode the tables' box and bar glyphs (cp1252, the default for a
+    redirected stream on Windows; PYTHONIOENCODING=ascii) gets them replaced by '?': a
+    UnicodeEncodeError would end a passing `check` with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "─▃✅→".encode(stream.encoding or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if callable(reconfigure):
+                reconfigure(errors="replace")
+
+
 def main() -> None:
     """The console script: Typer's parsing, with a usage error as one line (design.md §2)."""
     import signal
@@ -71,6 +85,7 @@ def main() -> None:
     from deadrelu.cli.common import interrupted, on_sigint
 
     signal.signal(signal.SIGINT, on_sigint)
+    _tolerate_narrow_encodings()
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:  # outside a command's own handling (start-up, parsing)
@@ -80,7 +95,12 @@ def main() -> None:
         # code and a message; standalone mode would draw them as a multi-line panel.
         message, exit_code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
         if not callable(message) or not isinstance(exit_code, int):
-            raise
+            # An internal error: its traceback, and exit 2 as ruff and mypy give a crash, so
+            # that exit 1 stays "a threshold failed" (a crashing `check` is not a failed gate).
+            traceback.print_exc()
+            typer.echo("deadrelu: internal error (a bug: the traceback above says where)",
+                       err=True)
+            sys.exit(2)
         text = str(message()).strip()
         if text:  # empty: bare `deadrelu`, whose help Typer has already printed
             ctx = getattr(exc, "ctx", None)
