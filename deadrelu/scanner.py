@@ -27,7 +27,7 @@ def load_backend(model: Any, *, arch: str | None = None, arch_kwargs: str | None
     ``ModelInfo.sha256`` from it when it needs it, else it is already filled in."""
     import torch
 
-    from deadrelu.backends.torch_backend import TorchBackend, eager_inputs
+    from deadrelu.backends.torch_backend import TorchBackend, eager_inputs, eager_optional_inputs
 
     if isinstance(model, torch.jit.ScriptModule):  # scripted or traced: no hooks, its graph
         import io
@@ -44,8 +44,9 @@ def load_backend(model: Any, *, arch: str | None = None, arch_kwargs: str | None
             f"<{type(model).__name__}>", "torchscript"), None
     if isinstance(model, torch.nn.Module):
         name = type(model).__name__
-        return TorchBackend("torch-module", eager_inputs(model), module=model), ModelInfo(
-            f"<{name}>", "torch-module"), None
+        backend = TorchBackend("torch-module", eager_inputs(model), module=model,
+                               optional_inputs=eager_optional_inputs(model))
+        return backend, ModelInfo(f"<{name}>", "torch-module"), None
     from deadrelu.formats import detect
 
     path = Path(model)
@@ -60,13 +61,19 @@ def load_backend(model: Any, *, arch: str | None = None, arch_kwargs: str | None
 
 def _load_file(path: Path, fmt: str, info: ModelInfo, arch: str | None,
                arch_kwargs: str | None, trust_pickle: bool) -> Any:
-    from deadrelu.backends.torch_backend import TorchBackend, eager_inputs, export_inputs
+    from deadrelu.backends.torch_backend import (
+        TorchBackend,
+        eager_inputs,
+        eager_optional_inputs,
+        export_inputs,
+    )
     if fmt == "torch-save":
         from deadrelu.backends.torch_loading import load_torch_save
 
         module, info.format = load_torch_save(path, arch=arch, arch_kwargs=arch_kwargs,
                                               trust_pickle=trust_pickle)
-        return TorchBackend(info.format, eager_inputs(module), module=module)
+        return TorchBackend(info.format, eager_inputs(module), module=module,
+                            optional_inputs=eager_optional_inputs(module))
     if fmt == "torch-export":
         from deadrelu.backends.torch_loading import load_export
 
@@ -153,7 +160,8 @@ def scan(
             source = open_data(data, inputs, batch_size=batch_size, samples=samples,
                                input_shapes=shapes, image_size=image_size, mean=mean,
                                std=std, drop_columns=drop_columns,
-                               channels=_image_channels(backend))
+                               channels=_image_channels(backend),
+                               optional=getattr(backend, "optional_inputs", ()))
         except NoSyntheticInput as exc:
             if exc.path is not None or not isinstance(model, str | Path):
                 raise

@@ -120,3 +120,45 @@ def test_patch_takes_one_glob_as_a_string_and_checks_alpha(tmp_path: Path) -> No
     r = deadrelu.patch(MODEL, str(DATA), arch=ARCH, output=str(out), sites="features.3",
                        dry_run=True, samples=64)
     assert [c.name for c in r.plan.sites] == ["features.3"]
+
+
+class _Masked(torch.nn.Module):
+    """forward(x, mask=None): a mask of ones kills every neuron."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 6)
+        self.act = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.lin(x)
+        if mask is not None:
+            h = h - 1000 * mask
+        return self.act(h)
+
+
+def test_an_optional_forward_input_is_fed_when_the_data_names_it(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    x = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
+    ones = np.ones((40, 6), np.float32)
+    model = _Masked().eval()
+    assert deadrelu.scan(model, {"x": x, "mask": ones}).summary()["dead"] == 6
+    assert deadrelu.scan(model, {"x": x}).summary()["dead"] == 0  # left to its default
+    # An (x, y) pair's second item is a label, never the optional input.
+    pairs = [(x[:20], ones[:20]), (x[20:], ones[20:])]
+    assert deadrelu.scan(model, pairs).summary()["dead"] == 0
+    # The CLI, from an .npz holding both arrays.
+    (tmp_path / "masked.py").write_text(
+        "from tests.test_library_args import _Masked\n"
+        "def build():\n"
+        "    return _Masked()\n")
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    np.savez(tmp_path / "xm.npz", x=x, mask=ones)
+    r = run("scan", str(tmp_path / "m.pt"), "--arch", f"{tmp_path / 'masked.py'}:build",
+            "--data", str(tmp_path / "xm.npz"), "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    assert json.loads(r.stdout)["summary"]["dead"] == 6

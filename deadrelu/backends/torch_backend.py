@@ -6,7 +6,7 @@ import copy
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,17 @@ def eager_inputs(model: torch.nn.Module) -> list[InputSpec]:
     names = [p.name for p in params
              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
     return [InputSpec(n, None) for n in names] or [InputSpec("input", None)]
+
+
+def eager_optional_inputs(model: torch.nn.Module) -> list[InputSpec]:
+    """``forward``'s parameters with a default (``mask=None``), passed by name: fed when the
+    data names an array after one, else left to their default."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [InputSpec(p.name, None) for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty]
 
 
 def export_inputs(program: Any) -> list[InputSpec]:
@@ -191,6 +202,7 @@ class TorchBackend:
     dtype: torch.dtype | None = None  # --dtype: run weights and float inputs in this type
     compile: bool = False  # --compile: statistics inside a torch.compile'd graph
     path: str | None = None  # the model file, named by errors about the model itself
+    optional_inputs: list[InputSpec] = field(default_factory=list)  # eager: passed by name
 
     def fixed_batch(self) -> FixedBatch | None:
         """What the exported program fixes of its inputs' axis 0, as ``torch.export`` without
@@ -263,9 +275,16 @@ class TorchBackend:
                     self._check_batch(batch, source, seen)
                 args = [_to_tensor(batch[s.name], dt, device)
                         for s, dt in zip(self.inputs, dtypes, strict=False)]
+                named = {s.name: _to_tensor(batch[s.name], dtypes[0] if dtypes else None,
+                                            device)
+                         for s in self.optional_inputs if s.name in batch}
+                if named and self.compile:
+                    raise DeadReluError(f"--compile passes the inputs by position only; the "
+                                        f"data's {', '.join(map(repr, named))} would be left "
+                                        "out: scan without --compile", path=source)
                 registry.begin_forward()
                 try:
-                    fn(*args)
+                    fn(*args, **named)
                 except DeadReluError:
                     raise
                 except AssertionError as exc:

@@ -76,7 +76,7 @@ def from_npz(path: Path, opts: Opts) -> DataSource:
         keys = list(npz.files)
     if not keys:
         raise DeadReluError("the .npz archive holds no arrays", path=label)
-    chosen = choose(keys, opts.inputs, "the archive", label)
+    chosen = choose(keys, opts.inputs, "the archive", label, opts.optional)
     headers = _npz_headers(path)
     if headers is None or not all(k in headers for k in chosen.values()):
         headers = {}
@@ -180,7 +180,7 @@ def _torch_dict(obj: Mapping[Any, Any], path: Path,
             raise DeadReluError(
                 f"looks like a checkpoint, not data (keys: {', '.join(keys[:8])}): give --data "
                 "a tensor or a dict of tensors named after the model's inputs", path=label)
-    chosen = choose(keys, opts.inputs, "the file", label)
+    chosen = choose(keys, opts.inputs, "the file", label, opts.optional)
     by_str = {str(k): v for k, v in obj.items()}
     return ({n: by_str[k] for n, k in chosen.items()},
             {n: f"{k!r} of {path.name}" for n, k in chosen.items()})

@@ -152,7 +152,7 @@ def _convert_batch(batch: Any, opts: Opts, spec: str, what: str) -> Batch:
     if isinstance(batch, Mapping):
         keys = [str(k) for k in batch]
         by_str = {str(k): v for k, v in batch.items()}
-        chosen = choose(keys, inputs, what, spec)
+        chosen = choose(keys, inputs, what, spec, opts.optional)
         raw = {n: by_str[k] for n, k in chosen.items()}
     elif isinstance(batch, (tuple, list)):
         if batch and all(isinstance(v, numbers.Number) for v in batch):
@@ -168,7 +168,7 @@ def _convert_batch(batch: Any, opts: Opts, spec: str, what: str) -> Batch:
     else:
         raw = {single_input(inputs, f"{what} (one array)", spec).name: batch}
     out = {}
-    specs = {i.name: i for i in inputs}
+    specs = opts.specs
     for name, value in raw.items():
         label = f"{what} ({name!r})" if len(inputs) > 1 else what
         if _is_arrayish(value):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,13 @@ class Opts:
     wants: dict[str, Shape | None]  # expected shape per input, dim 0 a wildcard
     batch_size: int
     samples: int | None
+    # Inputs the model can do without (forward's parameters with a default): fed only from
+    # an array or key of exactly their name.
+    optional: list[InputSpec] = field(default_factory=list)
+
+    @property
+    def specs(self) -> dict[str, InputSpec]:
+        return {i.name: i for i in (*self.inputs, *self.optional)}
 
     def total(self, n: int) -> int:
         return n if self.samples is None else min(n, self.samples)
@@ -138,9 +145,19 @@ def single_input(inputs: list[InputSpec], kind: str, path: str) -> InputSpec:
     return inputs[0]
 
 
-def choose(keys: Sequence[str], inputs: list[InputSpec], what: str,
-            path: str) -> dict[str, str]:
-    """Which named array feeds which input (input name -> key)."""
+def choose(keys: Sequence[str], inputs: list[InputSpec], what: str, path: str,
+           optional: Sequence[InputSpec] = ()) -> dict[str, str]:
+    """Which named array feeds which input (input name -> key); an optional input is fed
+    by a key of exactly its name."""
+    chosen = _choose_required(keys, inputs, what, path)
+    for spec in optional:
+        if spec.name in keys and spec.name not in chosen.values():
+            chosen[spec.name] = spec.name
+    return chosen
+
+
+def _choose_required(keys: Sequence[str], inputs: list[InputSpec], what: str,
+                     path: str) -> dict[str, str]:
     names = [i.name for i in inputs]
     if all(n in keys for n in names):
         return {n: n for n in names}
@@ -182,7 +199,7 @@ def arrays_source(path: Path, opts: Opts, shapes: Mapping[str, tuple[int, ...]],
                    ) -> DataSource:
     """Checks shared by npy/npz/pt: numeric, rank and fixed dims, one length; then batches."""
     label = str(path)
-    specs = {i.name: i for i in opts.inputs}
+    specs = opts.specs
     for name, shape in shapes.items():
         check_dtype(dtypes[name], what[name], label)
         if len(shape) == 0:

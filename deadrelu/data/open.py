@@ -33,6 +33,7 @@ def open_data(
     channels: int | None = None,
     drop_columns: Sequence[str] = (),
     seed: int = 0,
+    optional: Sequence[InputSpec] = (),
 ) -> DataSource:
     """Open ``--data`` for a model with these ``inputs``.
 
@@ -41,7 +42,8 @@ def open_data(
     data in memory (an array, a mapping of input name to array, an iterable of batches), or
     None for synthetic inputs. ``samples`` caps every source; ``input_shapes``
     (``--input-shape``) overrides the model's input shapes for synthetic data and for the
-    reshaping of csv rows and images.
+    reshaping of csv rows and images. ``optional``: inputs the model can do without,
+    fed where named data (an .npz, a dict) has an array of exactly their name.
     """
     inputs = list(inputs)
     if batch_size < 1:
@@ -51,8 +53,8 @@ def open_data(
     if not inputs:
         raise DeadReluError("the model has no inputs to feed data to")
     shapes = dict(input_shapes or {})
-    wants = {i.name: wanted(i, shapes) for i in inputs}
-    opts = Opts(inputs, wants, batch_size, samples)
+    wants = {i.name: wanted(i, shapes) for i in (*inputs, *optional)}
+    opts = Opts(inputs, wants, batch_size, samples, list(optional))
 
     if spec is None:
         _only_for("synthetic inputs", None, image_size=image_size, mean=mean, std=std,
