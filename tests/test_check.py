@@ -225,10 +225,23 @@ def test_github_annotations_and_step_summary(tmp_path: Path) -> None:
     json.loads(res.stdout)  # annotations stay off stdout
     errors = [line for line in res.stderr.splitlines() if line.startswith("::error ")]
     assert len(errors) == 1 and "--max-dead 0" in errors[0]
+    # Attached to the model file, so the annotation shows on it in the pull request.
+    model = json.loads(Path(report(NAME, tmp_path)).read_text())["model"]["path"]
+    assert errors[0].startswith(f"::error file={model.replace(':', '%3A')},title=")
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "deadrelu check FAILED" in text
     quiet = cli("check", "--scan", report(NAME, tmp_path), "--max-dead", 0)
     assert "::error" not in quiet.stderr
+
+
+def test_an_unwritable_step_summary_is_a_warning_not_the_verdict(tmp_path: Path) -> None:
+    # The runner's file, not the gate: a passing check stays exit 0, a failing one exit 1.
+    missing = tmp_path / "no-such-folder" / "summary.md"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(missing)}
+    for limit, code in ((100, 0), (0, 1)):
+        res = cli("check", "--scan", report(NAME, tmp_path), "--max-dead", limit, env=env)
+        assert res.exit_code == code, res.stderr
+        assert f"warning: {missing}: cannot append the step summary" in res.stderr
 
 
 def test_markdown_and_output_file(tmp_path: Path) -> None:

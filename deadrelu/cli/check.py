@@ -194,4 +194,6 @@ def report_gate(gate: GateResult, output_format: OutputFormat, output: Path | No
     if junit is not None:
         write_output(junit_xml.render_junit(gate, seconds), junit)
     if github.in_github_actions():
-        github.emit(gate)
+        trouble = github.emit(gate)
+        if trouble is not None:
+            warn(trouble)

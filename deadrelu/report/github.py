@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-from deadrelu.errors import DeadReluError
 from deadrelu.gate import GateResult
 from deadrelu.report.gate_render import render_check_markdown
 
@@ -30,16 +29,22 @@ def _escape_property(text: str) -> str:
 
 
 def annotation_lines(gate: GateResult) -> list[str]:
-    """One ::error per failure, one ::warning per scan note (synthetic data, …)."""
-    title = _escape_property(f"deadrelu check {gate.result.model.path}")
-    lines = [f"::error title={title}::{_escape_data(f.message())}" for f in gate.failures]
-    lines += [f"::warning title={title}::{_escape_data(n)}" for n in gate.result.notes]
+    """One ::error per failure, one ::warning per scan note (synthetic data, …), attached to
+    the model file (a path relative to the workspace, as check was given it)."""
+    path = gate.result.model.path
+    props = f"title={_escape_property(f'deadrelu check {path}')}"
+    if not path.startswith("<"):  # "<Net>": a module handed to the library, no file
+        props = f"file={_escape_property(path)},{props}"
+    lines = [f"::error {props}::{_escape_data(f.message())}" for f in gate.failures]
+    lines += [f"::warning {props}::{_escape_data(n)}" for n in gate.result.notes]
     return lines
 
 
 def emit(gate: GateResult, env: Mapping[str, str] | None = None,
-         stream: TextIO | None = None) -> None:
-    """Annotations on stderr and the markdown summary appended to $GITHUB_STEP_SUMMARY."""
+         stream: TextIO | None = None) -> str | None:
+    """Annotations on stderr and the markdown summary appended to $GITHUB_STEP_SUMMARY;
+    returns a warning when the summary cannot be written. That is the runner's file, not
+    the gate: the verdict (printed already) and its exit code stand."""
     env = env if env is not None else os.environ
     out = stream if stream is not None else sys.stderr
     for line in annotation_lines(gate):
@@ -51,5 +56,5 @@ def emit(gate: GateResult, env: Mapping[str, str] | None = None,
             with Path(summary).open("a", encoding="utf-8") as f:
                 f.write(render_check_markdown(gate) + "\n")
         except OSError as exc:
-            raise DeadReluError(f"cannot append the step summary: {exc.strerror}",
-                                path=summary) from None
+            return f"{summary}: cannot append the step summary: {exc.strerror}"
+    return None
