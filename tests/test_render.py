@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 from deadrelu.diff import diff_results
@@ -109,3 +110,33 @@ def test_too_few_samples_for_the_rule_of_three_say_so() -> None:
                          data_path("planted_relu"), "-n", 3, "-f", "json").stdout)
     assert doc["summary"]["fire_rate_bound_95"] == pytest.approx(1.0)
     assert np.isfinite(doc["summary"]["fire_rate_bound_95"])
+
+
+class _Branchy(torch.nn.Module):
+    """Samples whose first feature is above 1.5 take r1 (one neuron dead), the rest r2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+        self.r1, self.r2 = torch.nn.ReLU(), torch.nn.ReLU()
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.eye(4, 3))
+            self.lin.bias.copy_(torch.tensor([0.0, 0.0, 0.0, -1000.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rare = x[:, 0] > 1.5
+        return torch.cat([self.r1(self.lin(x[rare])), self.r2(self.lin(x[~rare]) + 2000)])
+
+
+def test_the_confidence_bound_counts_the_samples_the_dead_site_saw() -> None:
+    from deadrelu import scan
+    from deadrelu.report.render import summary_lines
+
+    x = np.random.default_rng(0).standard_normal((400, 3)).astype(np.float32)
+    rare = int((x[:, 0] > 1.5).sum())
+    result = scan(_Branchy().eval(), x, batch_size=400)
+    assert [s.name for s in result.sites if s.dead_count] == ["r1"] and 0 < rare < 400
+    assert result.rule_of_three() == pytest.approx(3 / rare)
+    assert result.to_dict()["summary"]["fire_rate_bound_95"] == pytest.approx(3 / rare)
+    line = " ".join(summary_lines(result))
+    assert f"no activation on {rare} samples (the fewest a site with dead neurons saw)" in line

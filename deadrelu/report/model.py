@@ -148,9 +148,17 @@ class ScanResult:
     def min_samples(self) -> int:
         return min((s.stats.samples for s in self.sites), default=0)
 
+    def bound_samples(self) -> int:
+        """The N of the rule of three: the samples scanned, or fewer when a site with dead
+        neurons saw fewer (a branch of forward that most samples skip). A site whose channel
+        axis is its axis 0 counts batches, not samples, and is left out."""
+        seen = [s.stats.samples for s in self.sites
+                if s.dead_count and s.info.channel_axis != 0 and s.stats.samples > 0]
+        return min([self.data.samples, *seen])
+
     def rule_of_three(self) -> float | None:
         """95 % upper bound on how often a neuron seen dead on N samples could still fire."""
-        n = self.data.samples
+        n = self.bound_samples()
         return 3.0 / n if n > 0 else None
 
     def worst_sites(self, n: int = 3) -> list[Site]:

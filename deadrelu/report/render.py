@@ -82,15 +82,15 @@ def summary_lines(result: ScanResult) -> list[str]:
     if worst:
         lines.append("worst sites: " + ", ".join(
             f"{w.name} {w.dead_count}/{w.info.neurons} ({_pct(w.dead_rate)})" for w in worst))
-    bound = result.rule_of_three()
+    bound, n = result.rule_of_three(), result.bound_samples()
+    fewest = " (the fewest a site with dead neurons saw)" if n < result.data.samples else ""
     if bound is not None and bound >= 1:
-        lines.append(f"confidence: {result.data.samples} samples are too few to bound how often "
-                     "a neuron with no activation fires (the rule of three needs more than 3)")
+        lines.append(f"confidence: {n} samples{fewest} are too few to bound how often a neuron "
+                     "with no activation fires (the rule of three needs more than 3)")
     elif bound is not None:
         lines.append(
-            f"confidence: a neuron with no activation on {result.data.samples} samples fires "
-            f"on fewer than {_pct(bound, 2)} of such inputs (95 %, rule of three: "
-            f"3/N)")
+            f"confidence: a neuron with no activation on {n} samples{fewest} fires on fewer "
+            f"than {_pct(bound, 2)} of such inputs (95 %, rule of three: 3/N)")
     if s["nan"]:
         lines.append(f"NaN/Inf: {s['nan']} non-finite pre-activation elements, counted apart"
                      + (f"; {s['unobserved']} neuron{'s' if s['unobserved'] != 1 else ''} "
