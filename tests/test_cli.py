@@ -74,6 +74,20 @@ def test_a_stdout_that_cannot_encode_the_glyphs_still_passes(fmt: str) -> None:
     assert b"features" in proc.stdout and b"Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["scan", "check"])
+def test_the_output_suffix_chooses_the_format_unless_one_is_given(command: str,
+                                                                  tmp_path: Path) -> None:
+    args = [command, DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-n", "64"]
+    if command == "check":
+        args += ["--max-dead", "1000"]
+    assert run(*args, "-o", str(tmp_path / "r.json")).exit_code == 0
+    json.loads((tmp_path / "r.json").read_text())
+    assert run(*args, "-o", str(tmp_path / "r.md")).exit_code == 0
+    assert (tmp_path / "r.md").read_text().startswith("## ")
+    assert run(*args, "-o", str(tmp_path / "t.json"), "-f", "table").exit_code == 0
+    assert not (tmp_path / "t.json").read_text().lstrip().startswith("{")  # the flag wins
+
+
 def test_json_report_validates_and_goes_to_stdout_alone() -> None:
     r = run("scan", DIGITS_PT, "--arch", DIGITS_ARCH, "--data", DIGITS_DATA, "-f", "json")
     assert r.exit_code == 0, r.stderr

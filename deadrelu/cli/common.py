@@ -96,7 +96,25 @@ NumWorkersOpt = Annotated[int, typer.Option(
 CompileOpt = Annotated[bool, typer.Option(
     "--compile/--no-compile", help="Run a PyTorch model through torch.compile, the statistics "
     "computed inside the compiled graph (fused with each activation).")]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+def _format_by_suffix(ctx: typer.Context, param: typer.CallbackParam,
+                      value: OutputFormat) -> OutputFormat:
+    # No --format (flag or config): -o report.json means JSON and -o report.md markdown, not
+    # a text table in a file named .json. (Click processes the given -o before a defaulted
+    # -f, so ctx.params has it here.)
+    source = ctx.get_parameter_source(param.name or "")
+    output = ctx.params.get("output")
+    if source is not None and source.name == "DEFAULT" and isinstance(output, Path):
+        suffix = output.suffix.lower()
+        if suffix == ".json":
+            return OutputFormat.json
+        if suffix in (".md", ".markdown"):
+            return OutputFormat.markdown
+    return value
+
+
+FormatOpt = Annotated[OutputFormat, typer.Option(
+    "--format", "-f", callback=_format_by_suffix,
+    help="Output format (default: by -o's suffix, .json or .md, else table).")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report "
                                                 "to FILE instead of stdout.")]
 
