@@ -306,7 +306,7 @@ def test_neurons_that_saw_only_nan_are_not_passed_silently(tmp_path: Path) -> No
     _, neurons = _totals()
     assert res.exit_code == 0  # no limit judges them; the warning says so
     assert "warning: some neurons saw only NaN/Inf pre-activations" in res.stderr
-    assert "::warning title=" in res.stderr and "unobserved" in res.stderr
+    assert "::warning file=" in res.stderr and "unobserved" in res.stderr
     scan = cli("scan", *model_args(NAME), "--data", bad, "--format", "json")
     assert json.loads(scan.stdout)["summary"]["unobserved"] == neurons
     table = cli("scan", *model_args(NAME), "--data", bad)
