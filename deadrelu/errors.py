@@ -38,3 +38,8 @@ def a_type(obj: object) -> str:
     """``obj``'s type with its article, for messages: "a list", "an int", "an OrderedDict"."""
     name = type(obj).__name__
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun`` in agreement, thousands separated: "1 sample", "2,000 samples"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

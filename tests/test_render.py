@@ -140,3 +140,14 @@ def test_the_confidence_bound_counts_the_samples_the_dead_site_saw() -> None:
     assert result.to_dict()["summary"]["fire_rate_bound_95"] == pytest.approx(3 / rare)
     line = " ".join(summary_lines(result))
     assert f"no activation on {rare} samples (the fewest a site with dead neurons saw)" in line
+
+
+def test_one_of_a_kind_is_singular() -> None:
+    from deadrelu import scan
+    from deadrelu.report.render import summary_lines
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.ReLU()).eval()
+    result = scan(model, np.ones((1, 3), np.float32))
+    text = " ".join(summary_lines(result))
+    assert "; 1 sample scanned" in text and " of 1 neuron " in text
+    assert " of 1 site;" in text and "1 sample is too few" in text and "1 samples" not in text

@@ -17,6 +17,7 @@ from deadrelu.cli.common import (
     write_scan,
 )
 from deadrelu.cli.guard import command_inputs, guard_outputs
+from deadrelu.errors import plural
 
 if TYPE_CHECKING:
     from deadrelu.report.model import ScanResult
@@ -67,7 +68,8 @@ def write_html(result: ScanResult, html: Path, baseline: ScanResult | None = Non
 
     page = render_html(result, baseline, str(baseline_path or "baseline"), str(result_path))
     write_output(page, html)
-    typer.echo(f"HTML report: {html} ({len(result.sites)} sites, {result.neurons} neurons)",
+    typer.echo(f"HTML report: {html} ({plural(len(result.sites), 'site')}, "
+               f"{plural(result.neurons, 'neuron')})",
                err=True)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from deadrelu.data.source import Batch, DataSource, InputSpec, Shape
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, plural
 
 # Arrays a single-input model reads from a file that holds several: the usual names for the
 # inputs, and the usual names for labels (which are ignored).
@@ -189,8 +189,9 @@ def same_length(lengths: Mapping[str, int], path: str) -> int:
     return next(iter(lengths.values()))
 
 
-def counted(name: str, total: int, n: int, unit: str = "samples") -> str:
-    return f"{name} ({n:,} {unit})" if total == n else f"{name} ({total:,} of {n:,} {unit})"
+def counted(name: str, total: int, n: int, unit: str = "sample") -> str:
+    return f"{name} ({plural(n, unit)})" if total == n else \
+        f"{name} ({total:,} of {plural(n, unit)})"
 
 
 def arrays_source(path: Path, opts: Opts, shapes: Mapping[str, tuple[int, ...]],

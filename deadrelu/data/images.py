@@ -70,7 +70,7 @@ def from_images(root: Path, opts: Opts, image_size: int | tuple[int, int] | None
     total = opts.total(len(files))
     loader = _Images(spec.name, files[:total], _MODES[channels], size, resize, scale,
                      opts.batch_size, Fix(float_target(spec), sample_shape))
-    desc = counted(f"{root.name}/", total, len(files), "images")
+    desc = counted(f"{root.name}/", total, len(files), "image")
     desc = desc[:-1] + f", {_MODES[channels]} {size[0]}x{size[1]})"
     return DataSource(desc, False, total, loader, label, total)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from deadrelu.data.common import float_target
 from deadrelu.data.source import Batch, DataSource, InputSpec
-from deadrelu.errors import DeadReluError
+from deadrelu.errors import DeadReluError, plural
 
 DEFAULT_SYNTHETIC_SAMPLES = 64
 
@@ -77,7 +77,7 @@ def synthetic_source(inputs: list[InputSpec], shapes: Mapping[str, tuple[int, ..
     else:
         words = {"normal": "N(0,1)", "int": "integers in [0, 2)", "bool": "random booleans"}
         what = "synthetic inputs (" + ", ".join(f"{n}: {words[k]}" for n, _, k, _ in plan) + ")"
-    return DataSource(f"{what}, {total:,} samples", True, total, load, None, total)
+    return DataSource(f"{what}, {plural(total, 'sample')}", True, total, load, None, total)
 
 
 def _synthetic_kind(spec: InputSpec) -> tuple[str, np.dtype[Any]]:

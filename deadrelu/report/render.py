@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from deadrelu.errors import plural
 from deadrelu.report.fit import fitting_columns
 from deadrelu.report.model import ScanResult, Site
 from deadrelu.report.plot import spark
@@ -71,10 +72,11 @@ def summary_lines(result: ScanResult) -> list[str]:
     s = result.summary()
     lines = [
         f"model: {result.model.path} ({result.model.format})",
-        f"data: {result.data.source}; {result.data.samples} samples scanned"
+        f"data: {result.data.source}; {plural(result.data.samples, 'sample')} scanned"
         + (" — SYNTHETIC inputs, not your data" if result.data.synthetic else ""),
-        f"dead: {s['dead']} of {s['neurons']} neurons ({_pct(s['dead_rate'], 2)}) in "
-        f"{s['sites_with_dead']} of {s['sites']} sites; dormant (tau={result.settings.tau}): "
+        f"dead: {s['dead']} of {plural(s['neurons'], 'neuron')} ({_pct(s['dead_rate'], 2)}) "
+        f"in {s['sites_with_dead']} of {plural(s['sites'], 'site')}; dormant "
+        f"(tau={result.settings.tau}): "
         f"{s['dormant']}; negative-only: {s['negative_only']}; rarely active "
         f"(<{_pct(result.settings.min_active, 0)} of samples): {s['rarely_active']}",
     ]
@@ -85,8 +87,9 @@ def summary_lines(result: ScanResult) -> list[str]:
     bound, n = result.rule_of_three(), result.bound_samples()
     fewest = " (the fewest a site with dead neurons saw)" if n < result.data.samples else ""
     if bound is not None and bound >= 1:
-        lines.append(f"confidence: {n} samples{fewest} are too few to bound how often a neuron "
-                     "with no activation fires (the rule of three needs more than 3)")
+        lines.append(f"confidence: {plural(n, 'sample')}{fewest} {'is' if n == 1 else 'are'} "
+                     "too few to bound how often a neuron with no activation fires (the rule of "
+                     "three needs more than 3)")
     elif bound is not None:
         lines.append(
             f"confidence: a neuron with no activation on {n} samples{fewest} fires on fewer "
@@ -181,7 +184,8 @@ def per_neuron_rows(site: Site) -> list[dict[str, Any]]:
 
 def render_per_neuron(site: Site, console: Console, limit: int = 256) -> None:
     rows = per_neuron_rows(site)
-    console.print(Text(f"site {site.name} ({site.info.kind}, {site.info.neurons} neurons, "
+    neurons = plural(site.info.neurons, "neuron")
+    console.print(Text(f"site {site.name} ({site.info.kind}, {neurons}, "
                        f"channel axis {site.info.channel_axis})"))
     console.print(Text(f"{site.dead_word} indices ({site.dead_count}): "
                        + (", ".join(map(str, site.dead_indices())) or "none")))
@@ -208,7 +212,7 @@ def per_neuron_json(site: Site) -> str:
 
 
 def per_neuron_markdown(site: Site) -> str:
-    out = [f"### `{site.name}` ({site.info.kind}, {site.info.neurons} neurons)", "",
+    out = [f"### `{site.name}` ({site.info.kind}, {plural(site.info.neurons, 'neuron')})", "",
            f"{site.dead_word} indices: " + (", ".join(map(str, site.dead_indices())) or "none"),
            "", "| neuron | status | active % | samples % | max pre | min pre | mean \\|h\\| | "
            "dormant score |", "|---|---|---|---|---|---|---|---|"]
