@@ -167,3 +167,26 @@ def test_nothing_written_on_error(tmp_path: Path, fmt: str) -> None:
             "-o", str(out))
     assert r.exit_code == 2, r.stderr
     assert not out.exists()
+
+
+def test_node_names_cannot_break_the_markdown(tmp_path: Path) -> None:
+    # An ONNX node may be named anything: a pipe, a line break, backticks or a tag in a site
+    # name must stay inside its cell of every markdown table (scan, check, step summary).
+    name = "evil|name\nwith `ticks` <b>bold</b>"
+    path = _save(_relu_graph([helper.make_node("Relu", ["x"], ["y"], name=name)]),
+                 tmp_path / "hostile.onnx")
+    x = tmp_path / "x.npy"
+    np.save(x, np.concatenate([np.full((8, 2), -1.0), np.ones((8, 2))], axis=1)
+            .astype(np.float32))
+    for args in (["scan", path], ["check", path, "--max-dead", "0"]):
+        r = run(*args, "--data", str(x), "-f", "markdown")
+        assert r.exit_code in (0, 1), r.stderr
+        rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ``")]
+        assert rows, r.stdout
+        for row in rows:  # as many cells as the header: no pipe escaped the cell
+            header = next(ln for ln in r.stdout.splitlines() if ln.startswith("| site"))
+            cells = row.replace("\\|", "").count("|")
+            assert cells == header.count("|"), row
+        # Outside a code span a tag is escaped; inside one it is shown as written.
+        worst = next(ln for ln in r.stdout.splitlines() if ln.startswith("- worst sites"))
+        assert "&lt;b>bold&lt;/b>" in worst and "\n" not in worst

@@ -54,7 +54,7 @@ def render_check_markdown(gate: GateResult) -> str:
     if gate.failures:
         out += ["| where | check | figure | limit |", "|---|---|---|---|"]
         for f in gate.failures:
-            where = f"`{f.site}`" if f.site is not None else "model"
+            where = render.md_code(f.site) if f.site is not None else "model"
             fig, lim = (f"{100 * f.figure:.2f}%", f"{100 * f.limit:.2f}%") if f.is_rate \
                 else (str(int(f.figure)), str(int(f.limit)))
             detail = f" ({f.detail})" if f.detail else ""
@@ -62,10 +62,10 @@ def render_check_markdown(gate: GateResult) -> str:
         out.append("")
     line = _baseline_line(gate)
     if line:
-        out += [f"- {line}", ""]
+        out += [f"- {render.md_text(line)}", ""]
     skipped = [c.name for c in gate.cases if c.skipped]
     if skipped:
-        out += ["- ignored sites: " + ", ".join(f"`{s}`" for s in skipped), ""]
+        out += ["- ignored sites: " + ", ".join(render.md_code(s) for s in skipped), ""]
     body = render.render_markdown(gate.result)
     return "\n".join(out) + "\n" + body.replace("## deadrelu scan", "### scan", 1)
 
@@ -133,11 +133,11 @@ def render_diff_table(d: ScanDiff, console: Console) -> None:
 
 
 def render_diff_markdown(d: ScanDiff) -> str:
-    out = ["## deadrelu diff", "", f"- {diff_summary(d)}", "",
+    out = ["## deadrelu diff", "", f"- {render.md_text(diff_summary(d))}", "",
            "| " + " | ".join(DIFF_COLUMNS) + " |", "|" + "---|" * len(DIFF_COLUMNS)]
     for s in d.sites:
-        cells = [c.replace("|", "\\|") for c in diff_row(s)]
-        cells[0] = f"`{cells[0]}`"
+        row = diff_row(s)
+        cells = [render.md_code(row[0]), *(render.md_text(c) for c in row[1:])]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

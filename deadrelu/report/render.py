@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -125,14 +126,31 @@ def render_table(result: ScanResult, console: Console) -> None:
         console.print(Text(line))
 
 
+def md_text(text: str) -> str:
+    """Text for one markdown line or table cell: site names come from model files (an ONNX
+    node may be named anything), so line breaks, pipes and HTML tags must not reach the page
+    ("<1%" stays as it is: only a "<" that opens a tag is escaped)."""
+    flat = " ".join(text.splitlines())
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", flat).replace("|", "\\|")
+
+
+def md_code(text: str) -> str:
+    """``text`` as an inline code span in a table cell, whatever backticks it holds: a
+    fence longer than its longest run of backticks, padded when it starts or ends with one."""
+    flat = " ".join(text.splitlines()).replace("|", "\\|")
+    ticks = "`" * (1 + max((len(run) for run in re.findall(r"`+", flat)), default=0))
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{ticks}{pad}{flat}{pad}{ticks}"
+
+
 def render_markdown(result: ScanResult) -> str:
     out = ["## deadrelu scan", ""]
-    out += [f"- {line}" for line in summary_lines(result)]
-    out += [f"- **note:** {n}" for n in result.notes]
+    out += [f"- {md_text(line)}" for line in summary_lines(result)]
+    out += [f"- **note:** {md_text(n)}" for n in result.notes]
     out += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for site in result.sites:
-        cells = [c.replace("|", "\\|") for c in site_row(site)]
-        cells[0] = f"`{cells[0]}`"
+        row = site_row(site)
+        cells = [md_code(row[0]), *(md_text(c) for c in row[1:])]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -212,7 +230,8 @@ def per_neuron_json(site: Site) -> str:
 
 
 def per_neuron_markdown(site: Site) -> str:
-    out = [f"### `{site.name}` ({site.info.kind}, {plural(site.info.neurons, 'neuron')})", "",
+    out = [f"### {md_code(site.name)} ({site.info.kind}, "
+           f"{plural(site.info.neurons, 'neuron')})", "",
            f"{site.dead_word} indices: " + (", ".join(map(str, site.dead_indices())) or "none"),
            "", "| neuron | status | active % | samples % | max pre | min pre | mean \\|h\\| | "
            "dormant score |", "|---|---|---|---|---|---|---|---|"]
