@@ -438,6 +438,9 @@ def test_narrow_tables_keep_the_site_column_whole(width: int, tmp_path: Path) ->
     assert "…" not in text.split("model:")[0]
     if width >= 200:
         assert "active" in text and "dead% before" in text  # nothing dropped when it fits
+        assert "not shown at this width" not in text
+    else:  # what was left out is said, not silently gone
+        assert "(not shown at this width: " in text.split("model:")[0]
 
 
 @pytest.mark.parametrize("device, words", [

@@ -27,3 +27,12 @@ def fitting_columns(headers: Sequence[str], rows: Sequence[Sequence[str]], width
         if name in headers:
             keep.remove(headers.index(name))
     return keep
+
+
+def dropped_note(headers: Sequence[str], keep: Sequence[int]) -> str | None:
+    """The line under a table that lost columns to a narrow console, naming them."""
+    gone = [h or "bar" for i, h in enumerate(headers) if i not in keep]
+    if not gone:
+        return None
+    return (f"(not shown at this width: {', '.join(gone)}; a wider terminal, -f markdown or "
+            "-f json has every column)")

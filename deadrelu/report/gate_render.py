@@ -12,7 +12,7 @@ from rich.text import Text
 from deadrelu.diff import ScanDiff, SiteDiff
 from deadrelu.gate import GateResult
 from deadrelu.report import render
-from deadrelu.report.fit import fitting_columns
+from deadrelu.report.fit import dropped_note, fitting_columns
 
 
 def verdict(gate: GateResult) -> str:
@@ -129,6 +129,9 @@ def render_diff_table(d: ScanDiff, console: Console) -> None:
         style = "red" if s.died else ("green" if s.revived else None)
         table.add_row(*(row[i] for i in keep), style=style)
     console.print(table)
+    note = dropped_note(DIFF_COLUMNS, keep)
+    if note:
+        console.print(Text(note))
     console.print(Text(diff_summary(d)))
 
 

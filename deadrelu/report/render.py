@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deadrelu.errors import plural
-from deadrelu.report.fit import fitting_columns
+from deadrelu.report.fit import dropped_note, fitting_columns
 from deadrelu.report.model import ScanResult, Site
 from deadrelu.report.plot import spark
 
@@ -122,6 +122,9 @@ def render_table(result: ScanResult, console: Console) -> None:
                                    for i in keep]
         table.add_row(*cells, style="red" if site.dead_count else None)
     console.print(table)
+    note = dropped_note(headers, keep)
+    if note:
+        console.print(Text(note))
     for line in summary_lines(result):
         console.print(Text(line))
 
