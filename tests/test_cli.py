@@ -412,6 +412,27 @@ def test_no_data_and_no_input_shape_names_the_model() -> None:
     assert_user_error(r, f"{DIGITS_PT}: input 'x' has an unknown shape", "--input-shape")
 
 
+def test_sites_and_synthetic_scans_feed_token_ids_to_an_embedding(tmp_path: Path) -> None:
+    # Synthetic inputs were floats, which nn.Embedding refuses: `sites` (no --data) could
+    # not list a language model's sites at all.
+    (tmp_path / "tok.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.Linear(8, 6),\n"
+        "                               torch.nn.ReLU())\n")
+    arch = f"{tmp_path / 'tok.py'}:build"
+    torch.manual_seed(0)
+    torch.save(torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.Linear(8, 6),
+                                   torch.nn.ReLU()).state_dict(), tmp_path / "tok.pt")
+    model = str(tmp_path / "tok.pt")
+    listed = run("sites", model, "--arch", arch, "--input-shape", "1,7", "-f", "json")
+    assert listed.exit_code == 0, listed.stderr
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["2"]
+    scanned = run("scan", model, "--arch", arch, "--input-shape", "1,7", "-f", "json")
+    assert scanned.exit_code == 0, scanned.stderr
+    assert json.loads(scanned.stdout)["sites"][0]["neurons"] == 6
+
+
 @pytest.mark.parametrize("width", [50, 60, 80, 200])
 def test_narrow_tables_keep_the_site_column_whole(width: int, tmp_path: Path) -> None:
     # Rich collapsed the site column first when a table was too wide (a CI log is 80

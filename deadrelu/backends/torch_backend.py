@@ -33,7 +33,16 @@ def eager_inputs(model: torch.nn.Module) -> list[InputSpec]:
         return [InputSpec("input", None)]
     names = [p.name for p in params
              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
-    return [InputSpec(n, None) for n in names] or [InputSpec("input", None)]
+    specs = [InputSpec(n, None) for n in names] or [InputSpec("input", None)]
+    if len(specs) == 1 and _starts_with_embedding(model):
+        # Token ids: synthetic inputs (sites, a scan without --data) are integers then.
+        specs = [InputSpec(specs[0].name, None, "int64")]
+    return specs
+
+
+def _starts_with_embedding(model: torch.nn.Module) -> bool:
+    first = next((m for m in model.modules() if not any(True for _ in m.children())), None)
+    return isinstance(first, torch.nn.Embedding | torch.nn.EmbeddingBag)
 
 
 def eager_optional_inputs(model: torch.nn.Module) -> list[InputSpec]:
